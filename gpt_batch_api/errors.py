@@ -1,0 +1,88 @@
+"""Every error gpt_batch_api raises on purpose, grouped by who must act.
+
+- ``GPTBatchError``: base class; its message is meant for the user and names the fix.
+  - ``ConfigError``: an option, or a combination of options, is invalid (the user's input).
+  - ``TaskFileError``: a file in the task directory is corrupt, truncated, from a newer version or
+    unreadable. The file is left untouched; the message names it and how to recover.
+  - ``TaskLockedError``: another process holds the task lock (names the lock file and the holder).
+  - ``APIError``: the API server refused or failed, after any retries.
+    - ``AuthenticationError``: the API key is missing or wrong (401).
+    - ``QuotaExceededError``: the account is out of credit (429 ``insufficient_quota``).
+    - ``BatchAPIUnavailableError``: the server has no Files/Batches API (use ``--force_direct``).
+  - ``LimitError``: a configured limit makes progress impossible (e.g. one request above a batch limit).
+  - ``ProcessingError``: results could not be processed (too many failed passes, failed batches).
+- ``StopRequested``: control flow, not an error: Ctrl+C asked the run to stop at the next safe point.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BatchAPIUnavailableError",
+    "ConfigError",
+    "GPTBatchError",
+    "LimitError",
+    "ProcessingError",
+    "QuotaExceededError",
+    "StopRequested",
+    "TaskFileError",
+    "TaskLockedError",
+]
+
+
+class GPTBatchError(Exception):
+    """Base class of all errors raised on purpose by gpt_batch_api; the message is for the user."""
+
+
+class ConfigError(GPTBatchError, ValueError):
+    """An option or a combination of options is invalid; the message names the option to change."""
+
+
+class TaskFileError(GPTBatchError):
+    """A task file is corrupt, truncated, from a newer version or unreadable; it was not modified."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class TaskLockedError(GPTBatchError):
+    """Another process holds the task lock."""
+
+    def __init__(self, message: str, lock_path: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.lock_path = lock_path
+        self.holder = holder
+
+
+class APIError(GPTBatchError):
+    """The API server refused or failed a call that we could not (or must not) retry."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class AuthenticationError(APIError):
+    """The API key is missing or not accepted by the server."""
+
+
+class QuotaExceededError(APIError):
+    """The account has run out of credit (``insufficient_quota``); retrying cannot help."""
+
+
+class BatchAPIUnavailableError(APIError):
+    """The server does not offer the Files/Batches API (e.g. a local model server)."""
+
+
+class LimitError(GPTBatchError):
+    """A configured limit makes further progress impossible."""
+
+
+class ProcessingError(GPTBatchError):
+    """Batch results could not be processed safely (failed batches, too many failed passes)."""
+
+
+class StopRequested(Exception):
+    """Raised at a safe point after Ctrl+C/SIGTERM asked the run to stop; nothing is lost."""
