@@ -1,0 +1,113 @@
+"""The endpoint interface, and the lookup of pydantic classes named in queued requests."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import sys
+from typing import Any
+
+import pydantic
+
+from ..errors import ConfigError
+from ..results import ErrorInfo
+
+__all__ = ["Endpoint", "ParseSpec", "ParsedBody", "class_spec", "resolve_class"]
+
+ParseSpec = dict[str, str]  # {"module": ..., "qualname": ..., "alt_module": ...}: where the model class lives
+
+
+@dataclasses.dataclass
+class ParsedBody:
+    """What an endpoint reads out of one successful (HTTP 200) response body."""
+
+    parsed: list[Any] | None = None
+    errors: list[ErrorInfo] = dataclasses.field(default_factory=list)
+    warnings: list[ErrorInfo] = dataclasses.field(default_factory=list)
+
+
+def retryable(subtype: str, msg: str) -> ErrorInfo:
+    return ErrorInfo(fatal=False, type="ResponseError", subtype=subtype, msg=msg)
+
+
+def warning(subtype: str, msg: str) -> ErrorInfo:
+    return ErrorInfo(fatal=False, type="ResponseWarning", subtype=subtype, msg=msg)
+
+
+def class_spec(cls: type) -> ParseSpec:
+    """Where to find ``cls`` again in a later run, even if that run starts from another entry point."""
+    spec = {"module": cls.__module__, "qualname": cls.__qualname__}
+    if cls.__module__ == "__main__":
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if main_spec is not None and main_spec.name:
+            spec["alt_module"] = main_spec.name  # run as `python -m pkg.mod`: importable as pkg.mod
+    return spec
+
+
+def _lookup(module_name: str, qualname: str) -> type | None:
+    try:
+        obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+    except ImportError:
+        return None
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, type) else None
+
+
+_class_cache: dict[tuple[str, ...], type] = {}
+
+
+def resolve_class(spec: ParseSpec) -> type[pydantic.BaseModel]:
+    """Find the pydantic class named by ``spec``; raises ConfigError with the fix if it cannot be found."""
+    key = tuple(sorted(spec.items()))
+    if key in _class_cache:
+        return _class_cache[key]
+    qualname = spec["qualname"]
+    candidates = [spec["module"], spec.get("alt_module", ""), "__main__"]
+    if spec["module"] == "__main__" or spec.get("alt_module"):
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        candidates.append(main_spec.name if main_spec is not None else "")
+    for name in filter(None, candidates):
+        cls = _lookup(name, qualname)
+        if cls is not None:
+            _class_cache[key] = cls
+            return cls
+    raise ConfigError(
+        f"The response_format class {qualname} (module {spec['module']}) of queued requests cannot be found. "
+        "Run the task from the same code that created it (the class must be importable or defined in the "
+        "script), or wipe the queued requests with --wipe_requests."
+    )
+
+
+def parse_model(cls: type[pydantic.BaseModel], text: str | None) -> tuple[Any, ErrorInfo | None]:
+    if text is None:
+        return None, retryable("NoContent", "the response has no content to parse")
+    try:
+        return cls.model_validate_json(text), None
+    except pydantic.ValidationError as exc:
+        return None, retryable("ParseError", f"the response does not match {cls.__name__}: {exc.errors()[:2]}")
+
+
+class Endpoint(abc.ABC):
+    """One API endpoint: body preparation, response reading, and SDK objects."""
+
+    path: str
+
+    @abc.abstractmethod
+    def prepare(self, payload: dict[str, Any]) -> tuple[dict[str, Any], ParseSpec | None]:
+        """Return the JSON body to send and, if structured output is requested, where its class lives."""
+
+    @abc.abstractmethod
+    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+        """Read a successful response body: parsed outputs, errors (retryable or fatal) and warnings."""
+
+    @abc.abstractmethod
+    def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        """The body as the ``openai`` SDK's response type."""
+
+    def num_outputs(self, payload: dict[str, Any]) -> int:
+        """How many outputs one request asks for (e.g. chat ``n``)."""
+        return 1

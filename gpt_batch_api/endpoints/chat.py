@@ -1,0 +1,69 @@
+"""``/v1/chat/completions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from openai.lib import type_to_response_format_param
+from openai.types.chat import ChatCompletion, ParsedChatCompletion
+
+from .base import Endpoint, ParsedBody, ParseSpec, class_spec, parse_model, resolve_class, retryable, warning
+
+
+def _is_model_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+
+
+class ChatCompletionsEndpoint(Endpoint):
+    path = "/v1/chat/completions"
+
+    def prepare(self, payload: dict[str, Any]) -> tuple[dict[str, Any], ParseSpec | None]:
+        response_format = payload.get("response_format")
+        if not _is_model_class(response_format):
+            return payload, None
+        body = dict(payload)
+        body["response_format"] = type_to_response_format_param(response_format)
+        return body, class_spec(response_format)
+
+    def num_outputs(self, payload: dict[str, Any]) -> int:
+        return int(payload.get("n") or 1)
+
+    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+        result = ParsedBody()
+        choices = body.get("choices") or []
+        expected = self.num_outputs(payload)
+        if len(choices) != expected:
+            result.errors.append(retryable("ChoicesMismatch", f"expected {expected} choices, got {len(choices)}"))
+        cls = resolve_class(spec) if spec is not None else None
+        parsed: list[Any] = []
+        for index, choice in enumerate(choices):
+            message = choice.get("message") or {}
+            finish = choice.get("finish_reason")
+            where = f"choice {index}"
+            if message.get("refusal"):
+                result.errors.append(retryable("Refusal", f"{where}: the model refused: {message['refusal']}"))
+            if finish == "content_filter":
+                result.errors.append(retryable("ContentFilter", f"{where}: stopped by the content filter"))
+            elif finish == "length":
+                if cls is not None:
+                    result.errors.append(retryable("FinishLength", f"{where}: output cut at max tokens"))
+                else:
+                    result.warnings.append(warning("FinishLength", f"{where}: output cut at max tokens"))
+            if cls is None:
+                continue
+            value, error = (None, None) if result.errors else parse_model(cls, message.get("content"))
+            if error is not None:
+                result.errors.append(error)
+            parsed.append(value)
+        if cls is not None:
+            result.parsed = parsed
+        return result
+
+    def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        if parsed is None:
+            return ChatCompletion.model_validate(body)
+        completion = ParsedChatCompletion[Any].model_validate(body)
+        for choice, value in zip(completion.choices, parsed, strict=False):
+            choice.message.parsed = value
+        return completion

@@ -1,0 +1,32 @@
+"""``/v1/embeddings``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openai.types import CreateEmbeddingResponse
+
+from .base import Endpoint, ParsedBody, ParseSpec, retryable
+
+
+class EmbeddingsEndpoint(Endpoint):
+    path = "/v1/embeddings"
+
+    def prepare(self, payload: dict[str, Any]) -> tuple[dict[str, Any], ParseSpec | None]:
+        return payload, None
+
+    def num_outputs(self, payload: dict[str, Any]) -> int:
+        inputs = payload.get("input")
+        if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int):
+            return len(inputs)
+        return 1
+
+    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+        result = ParsedBody()
+        got, expected = len(body.get("data") or []), self.num_outputs(payload)
+        if got != expected:
+            result.errors.append(retryable("EmbeddingsMismatch", f"expected {expected} embeddings, got {got}"))
+        return result
+
+    def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        return CreateEmbeddingResponse.model_validate(body)

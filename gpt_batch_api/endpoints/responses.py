@@ -1,0 +1,58 @@
+"""``/v1/responses``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from openai.lib import type_to_response_format_param
+from openai.types.responses import Response
+
+from .base import Endpoint, ParsedBody, ParseSpec, class_spec, parse_model, resolve_class, retryable, warning
+
+
+class ResponsesEndpoint(Endpoint):
+    path = "/v1/responses"
+
+    def prepare(self, payload: dict[str, Any]) -> tuple[dict[str, Any], ParseSpec | None]:
+        cls = payload.get("text_format")
+        text = payload.get("text") or {}
+        if cls is None and isinstance(text, dict):
+            cls = text.get("format")
+        if not (isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)):
+            return payload, None
+        body = {k: v for k, v in payload.items() if k != "text_format"}
+        schema = type_to_response_format_param(cls)["json_schema"]  # type: ignore[index]
+        body["text"] = {**(text if isinstance(text, dict) else {}), "format": {"type": "json_schema", **schema}}
+        return body, class_spec(cls)
+
+    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+        result = ParsedBody()
+        status = body.get("status")
+        if status == "incomplete":
+            reason = (body.get("incomplete_details") or {}).get("reason", "unknown")
+            target = result.errors if spec is not None or reason != "max_output_tokens" else result.warnings
+            make = retryable if target is result.errors else warning
+            target.append(make("Incomplete", f"the response is incomplete ({reason})"))
+        elif status not in (None, "completed"):
+            result.errors.append(retryable("Status", f"the response has status {status!r}"))
+        texts: list[str] = []
+        for item in body.get("output") or []:
+            if item.get("type") != "message":
+                continue
+            for part in item.get("content") or []:
+                if part.get("type") == "refusal":
+                    result.errors.append(retryable("Refusal", f"the model refused: {part.get('refusal')}"))
+                elif part.get("type") == "output_text":
+                    texts.append(part.get("text", ""))
+        if spec is not None:
+            value = None
+            if not result.errors:
+                value, error = parse_model(resolve_class(spec), "".join(texts) if texts else None)
+                if error is not None:
+                    result.errors.append(error)
+            result.parsed = [value]
+        return result
+
+    def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        return Response.model_validate(body)

@@ -1,0 +1,87 @@
+"""Requests as the task writes them, and as the requester keeps them once committed.
+
+A task builds ``GPTRequest(payload, meta)``. When it is added to the requester it is given a monotonic
+request id (``custom_id`` is derived from it), and its input tokens and cost are estimated once. A retry
+is a new request with a new id and ``retry_num`` + 1 (retries caused by batch expiry/cancellation keep
+their ``retry_num``: they do not count towards ``max_retries``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["CachedGPTRequest", "GPTRequest", "GPTRequestInfo", "GPTRequestItem", "custom_id_for", "request_id_of"]
+
+CUSTOM_ID_PREFIX = "id-"
+
+
+def custom_id_for(req_id: int) -> str:
+    """The ``custom_id`` sent to the API for request id ``req_id``."""
+    return f"{CUSTOM_ID_PREFIX}{req_id}"
+
+
+def request_id_of(custom_id: str) -> int | None:
+    """Inverse of :func:`custom_id_for`; None if ``custom_id`` is not one of ours."""
+    if not isinstance(custom_id, str) or not custom_id.startswith(CUSTOM_ID_PREFIX):
+        return None
+    try:
+        return int(custom_id[len(CUSTOM_ID_PREFIX) :])
+    except ValueError:
+        return None
+
+
+@dataclasses.dataclass
+class GPTRequest:
+    """One request as the task writes it.
+
+    ``payload`` is the JSON body for the endpoint (e.g. ``model``, ``messages``); ``response_format`` may be
+    a pydantic model class, which is sent as a strict JSON schema and parsed back into the model. ``meta``
+    is any JSON-serialisable dict that is handed back with the response.
+    """
+
+    payload: dict[str, Any]
+    meta: dict[str, Any] | None = None
+    retry_num: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTRequestItem:
+    """A request with its id, as stored in the queue."""
+
+    id: int
+    req: GPTRequest
+
+    @property
+    def custom_id(self) -> str:
+        return custom_id_for(self.id)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTRequestInfo:
+    """Sizes and predictions of one request (computed once, when it is added)."""
+
+    json_size: int  # bytes of its line in a batch file, newline included
+    tokens_input: int  # predicted input tokens
+    tokens_output: int  # assumed output tokens (max tokens x completion ratio x n)
+    cost_input_batch: float
+    cost_output_batch: float
+    cost_input_direct: float
+    cost_output_direct: float
+
+    @property
+    def cost_batch(self) -> float:
+        return self.cost_input_batch + self.cost_output_batch
+
+    @property
+    def cost_direct(self) -> float:
+        return self.cost_input_direct + self.cost_output_direct
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedGPTRequest:
+    """A request added to the requester but not yet committed: what ``commit_cached_request`` sees."""
+
+    item: GPTRequestItem
+    info: GPTRequestInfo
+    line: bytes  # the exact batch-file line (JSON + newline)

@@ -1,0 +1,163 @@
+"""The requester state (``<prefix>_state.json``): small, versioned, and free of per-request data.
+
+Per-request data lives in the queue and batch files; this file holds counters, queue offsets and one
+entry per batch, so saving it costs the same whether the task has a hundred requests or a million.
+It is only ever written inside a transaction (see store/transaction.py), together with the task state.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from .errors import TaskFileError
+from .store.atomic import read_json
+
+__all__ = ["BatchState", "BatchStatus", "QueueState", "RemoteInfo", "RequesterState", "Totals", "load_state"]
+
+STATE_VERSION = 1
+
+
+class BatchStatus(enum.StrEnum):
+    """Where a batch is in its life. Processed batches leave the state (their summary goes to history)."""
+
+    LOCAL = "local"  # batch files written in the task dir; nothing sent yet
+    PUSHING = "pushing"  # push started: an input file may be uploaded and a remote batch may exist
+    REMOTE = "remote"  # the remote batch exists and has not finished
+    FINISHED = "finished"  # the remote batch ended; its output and error files are downloaded locally
+    DIRECT = "direct"  # run through the direct API; answers are appended to its results journal
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class RemoteInfo(_Model):
+    file_id: str | None = None
+    batch_id: str | None = None
+    status: str | None = None
+    completed: int = 0
+    failed: int = 0
+    total: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, Any]] = []
+    created_at: float | None = None
+    finished_at: float | None = None
+
+
+class BatchState(_Model):
+    id: int
+    status: BatchStatus
+    num_requests: int
+    tokens_input: int
+    tokens_output: int
+    cost: float  # predicted, at batch or direct prices depending on the mode
+    size: int  # bytes of the batch input file
+    first_req_id: int
+    last_req_id: int
+    created_at: float
+    push_started_at: float | None = None
+    remote: RemoteInfo = RemoteInfo()
+
+    @property
+    def direct(self) -> bool:
+        return self.status == BatchStatus.DIRECT
+
+
+class QueueState(_Model):
+    """The committed part of the queue file ``<prefix>_queue_<gen>.jsonl`` is bytes [start, end)."""
+
+    gen: int = 0
+    start: int = 0
+    end: int = 0
+    num_requests: int = 0
+    tokens_input: int = 0
+    cost: float = 0.0
+    size: int = 0
+
+
+class Totals(_Model):
+    """Running totals over the whole task (session totals are kept in memory only)."""
+
+    pushed_requests: int = 0  # requests sent to the remote or the direct API
+    pushed_tokens: int = 0
+    pushed_cost: float = 0.0
+    pushed_batches: int = 0
+    direct_batches: int = 0
+    processed_requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    assumed_output_tokens: int = 0
+    true_cost_batch: float = 0.0
+    true_cost_direct: float = 0.0
+
+
+class RequesterState(_Model):
+    version: int = STATE_VERSION
+    task_uid: str = pydantic.Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = pydantic.Field(default_factory=time.time)
+    endpoint: str = "/v1/chat/completions"
+    next_request_id: int = 1
+    next_batch_id: int = 1
+    queue: QueueState = QueueState()
+    batches: list[BatchState] = []
+    totals: Totals = Totals()
+    num_pass_failures: int = 0
+    remote_cleanup: list[str] = []  # remote file ids to delete (after the commit that made them garbage)
+    history: list[dict[str, Any]] = []  # compact summaries of the last processed batches
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def batch(self, batch_id: int) -> BatchState:
+        for batch in self.batches:
+            if batch.id == batch_id:
+                return batch
+        raise KeyError(batch_id)
+
+    def batches_in(self, *statuses: BatchStatus) -> list[BatchState]:
+        return [b for b in self.batches if b.status in statuses]
+
+
+# One upgrade function per version bump: UPGRADES[n] turns a version-n document into version n + 1.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def load_state(path: Path) -> RequesterState:
+    """Load and upgrade the requester state; raise TaskFileError (file untouched) if it is unusable."""
+    data = read_json(path, what="requester state")
+    if not isinstance(data, dict) or not isinstance(data.get("version"), int):
+        raise TaskFileError(f"{path} is not a requester state file (no version field). {_recover_hint(path)}", str(path))
+    version = data["version"]
+    if version > STATE_VERSION:
+        raise TaskFileError(
+            f"{path} was written by a newer gpt_batch_api (state version {version}, this one reads up to "
+            f"{STATE_VERSION}). Upgrade gpt_batch_api to continue this task.",
+            str(path),
+        )
+    while version < STATE_VERSION:
+        data = UPGRADES[version](data)
+        version = data["version"]
+    try:
+        return RequesterState.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise TaskFileError(f"{path} is not a valid requester state: {exc}. {_recover_hint(path)}", str(path)) from exc
+
+
+def _recover_hint(path: Path) -> str:
+    return (
+        "The file was not modified. Restore it from a backup, or start the requests afresh with --wipe_requests "
+        f"(remote batches of this task may then need to be cancelled by hand), after moving {path.name} away."
+    )

@@ -1,0 +1,164 @@
+"""What the task sees for each answered (or failed) request, and how results are classified.
+
+Every request of a finished batch gets one ``ResultInfo``: a response (``resp_info``), an error
+(``err_info``, fatal or not), warnings, and ``retry`` (whether the requester will queue it again after
+``TaskManager.process_batch_result`` returns; the task may change it, e.g. with ``request_retry``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from typing import Any
+
+from .request import GPTRequestInfo, GPTRequestItem
+
+__all__ = ["BatchResult", "ErrorInfo", "ResponseInfo", "ResultInfo", "ResultKind", "ResultStats"]
+
+
+class ResultKind(enum.StrEnum):
+    SUCCESS = "success"  # a usable response, no warning
+    WARNING = "warning"  # a usable response with warnings (e.g. finish_reason length on plain text)
+    RETRYABLE = "retryable"  # an error a retry may fix (5xx, 429, expiry, missing line, parse failure)
+    FATAL = "fatal"  # an error a retry is not expected to fix (400, invalid request)
+
+
+@dataclasses.dataclass
+class ErrorInfo:
+    """An error or warning about one request. ``type`` groups (e.g. ``ResponseError``), ``subtype`` names it."""
+
+    fatal: bool
+    type: str
+    subtype: str
+    msg: str
+    data: Any = None
+    counts_as_retry: bool = True  # False for batch_expired / batch_cancelled: those retries are free
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fatal": self.fatal, "type": self.type, "subtype": self.subtype, "msg": self.msg}
+
+
+@dataclasses.dataclass
+class ResponseInfo:
+    """A response body as the API returned it, plus structured outputs parsed into the pydantic model."""
+
+    endpoint: str
+    body: dict[str, Any]
+    parsed: list[Any] | None = None  # per choice (chat) or per output (responses); None entries = not parsed
+
+    @property
+    def model(self) -> str | None:
+        return self.body.get("model")
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        return self.body.get("usage") or {}
+
+    @functools.cached_property
+    def payload(self) -> Any:
+        """The body as an ``openai`` SDK object (built on first use, as it costs a validation)."""
+        from .endpoints import get_endpoint
+
+        return get_endpoint(self.endpoint).to_sdk_object(self.body, self.parsed)
+
+
+@dataclasses.dataclass
+class ResultInfo:
+    """One request of a finished batch: its request, response, errors, warnings and retry decision."""
+
+    item: GPTRequestItem
+    req_info: GPTRequestInfo
+    max_retries: int
+    resp_info: ResponseInfo | None = None
+    err_info: ErrorInfo | None = None
+    warn_infos: list[ErrorInfo] = dataclasses.field(default_factory=list)
+    retry: bool = False
+
+    @property
+    def req_id(self) -> int:
+        return self.item.id
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        return self.item.req.meta
+
+    @property
+    def retry_num(self) -> int:
+        return self.item.req.retry_num
+
+    @property
+    def kind(self) -> ResultKind:
+        if self.err_info is not None:
+            return ResultKind.FATAL if self.err_info.fatal else ResultKind.RETRYABLE
+        return ResultKind.WARNING if self.warn_infos else ResultKind.SUCCESS
+
+    @property
+    def retries_left(self) -> bool:
+        """Whether a counted retry is still allowed (``retry_num < max_retries``)."""
+        return self.retry_num < self.max_retries
+
+    @property
+    def next_retry_num(self) -> int:
+        counts = self.err_info.counts_as_retry if self.err_info is not None else True
+        return self.retry_num + 1 if counts else self.retry_num
+
+    def request_retry(self, type: str, subtype: str, msg: str, *, fatal: bool = False) -> bool:
+        """Mark this result as an error found by the task (e.g. a wrong answer) and retry it if allowed.
+
+        Returns whether it will be retried.
+        """
+        self.err_info = ErrorInfo(fatal=fatal, type=type, subtype=subtype, msg=msg)
+        self.retry = self.retries_left
+        return self.retry
+
+
+@dataclasses.dataclass
+class ResultStats:
+    """Counts and totals over one batch result."""
+
+    num_requests: int = 0
+    num_success: int = 0
+    num_warnings: int = 0  # responses with at least one warning
+    num_retryable: int = 0
+    num_fatal: int = 0
+    num_retries: int = 0  # requests queued again
+    num_expired: int = 0  # batch_expired / batch_cancelled results
+    num_missing: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    predicted_input_tokens: int = 0
+    assumed_output_tokens: int = 0
+    true_cost: float = 0.0
+    predicted_cost: float = 0.0
+    error_subtypes: dict[str, int] = dataclasses.field(default_factory=dict)
+    warning_subtypes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def pass_ratio(self) -> float:
+        if self.num_requests == 0:
+            return 1.0
+        return (self.num_success + self.num_warnings + self.num_expired) / self.num_requests
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pass_ratio"] = self.pass_ratio
+        return data
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """A finished batch as handed to ``TaskManager.process_batch_result``."""
+
+    batch_id: int
+    direct: bool
+    remote_status: str | None  # e.g. completed / expired / cancelled / failed (None for direct batches)
+    infos: dict[int, ResultInfo]  # by request id, in request id order
+    stats: ResultStats
+
+    @property
+    def info(self) -> dict[int, ResultInfo]:
+        """Alias of ``infos`` (the name users of the reference library know)."""
+        return self.infos
