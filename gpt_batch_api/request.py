@@ -11,7 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["CachedGPTRequest", "GPTRequest", "GPTRequestInfo", "GPTRequestItem", "custom_id_for", "request_id_of"]
+__all__ = [
+    "CachedGPTRequest",
+    "GPTRequest",
+    "GPTRequestInfo",
+    "GPTRequestItem",
+    "custom_id_for",
+    "request_id_of",
+]
 
 CUSTOM_ID_PREFIX = "id-"
 

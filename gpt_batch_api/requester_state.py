@@ -139,7 +139,9 @@ def load_state(path: Path) -> RequesterState:
     """Load and upgrade the requester state; raise TaskFileError (file untouched) if it is unusable."""
     data = read_json(path, what="requester state")
     if not isinstance(data, dict) or not isinstance(data.get("version"), int):
-        raise TaskFileError(f"{path} is not a requester state file (no version field). {_recover_hint(path)}", str(path))
+        raise TaskFileError(
+            f"{path} is not a requester state file (no version field). {_recover_hint(path)}", str(path)
+        )
     version = data["version"]
     if version > STATE_VERSION:
         raise TaskFileError(

@@ -23,7 +23,10 @@ class ResponsesEndpoint(Endpoint):
             return payload, None
         body = {k: v for k, v in payload.items() if k != "text_format"}
         schema = type_to_response_format_param(cls)["json_schema"]  # type: ignore[index]
-        body["text"] = {**(text if isinstance(text, dict) else {}), "format": {"type": "json_schema", **schema}}
+        body["text"] = {
+            **(text if isinstance(text, dict) else {}),
+            "format": {"type": "json_schema", **schema},
+        }
         return body, class_spec(cls)
 
     def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:

@@ -1,0 +1,547 @@
+"""GPTRequester: the request engine. Queue on disk, batches within limits, push, poll, results, direct API.
+
+The requester owns the queue and batch files and the requester state (see docs/DESIGN.md for the
+layout and the commit protocol). Its stages live in their own modules; this class holds the state and
+the commit point:
+- ``remote.py``: push (exactly once), poll, download, cancel and delete on the remote;
+- ``processing.py``: results of a finished batch -> ``BatchResult`` -> retries, totals, cleanup;
+- ``direct_batches.py``: running a batch through the concurrent direct API.
+
+Typical use (``TaskManager`` does all of this)::
+
+    with GPTRequester("tasks", "mytask", model=...) as gr:
+        gr.add_request(GPTRequest(payload, meta))
+        with gr.commit_requests():
+            pass
+        gr.batch_requests(flush=True); gr.push_batches(); ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .costs import TokenCoster
+from .direct_batches import DirectBatchesMixin
+from .endpoints import get_endpoint
+from .errors import ConfigError, LimitError
+from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
+from .limits import Amounts, Limit
+from .processing import ProcessingMixin
+from .remote import RemoteMixin
+from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
+from .requester_options import RequesterOptions
+from .requester_state import BatchState, BatchStatus, RequesterState, load_state
+from .store.atomic import cleanup_temp_files, crash_point, fsync_dir
+from .store.jsonl import JsonlAppender, read_jsonl, recover_jsonl
+from .store.layout import TaskLayout
+from .store.lock import TaskLock
+from .store.transaction import Transaction, recover_transaction
+from .tokens import TokenEstimator
+
+__all__ = ["GPTRequester"]
+
+log = logging.getLogger(__name__)
+
+_JSON_SEPARATORS = (",", ":")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=_JSON_SEPARATORS)
+
+
+class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
+    """The request engine for one task (``working_dir`` + ``name_prefix``). Use it as a context manager."""
+
+    def __init__(
+        self,
+        working_dir: str | os.PathLike[str],
+        name_prefix: str,
+        *,
+        events: EventBus | None = None,
+        client: Any = None,
+        **options: Any,
+    ) -> None:
+        self.opts = RequesterOptions.from_kwargs(options)
+        self.layout = TaskLayout(Path(working_dir), name_prefix)
+        self.endpoint = get_endpoint(self.opts.resolved_endpoint)
+        self.limits = self.opts.limits()
+        self.events = events or EventBus()
+        self.dryrun = self.opts.dryrun
+        self.estimator = TokenEstimator(
+            assumed_completion_ratio=self.opts.assumed_completion_ratio, warn=self.opts.token_estimator_warn
+        )
+        self.coster = TokenCoster(
+            cost_input_direct_mtoken=self.opts.cost_input_direct_mtoken,
+            cost_input_cached_mtoken=self.opts.cost_input_cached_mtoken,
+            cost_input_batch_mtoken=self.opts.cost_input_batch_mtoken,
+            cost_output_direct_mtoken=self.opts.cost_output_direct_mtoken,
+            cost_output_batch_mtoken=self.opts.cost_output_batch_mtoken,
+        )
+        self._client = client
+        self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
+        self.S = RequesterState(endpoint=self.endpoint.path)
+        self.session = Amounts()  # pushed (remote or direct) during this session
+        self.session_processed_failed = 0  # failed batches force-processed this session
+        self.task_participant: Callable[[Transaction], None] | None = None
+        self.stop_check: Callable[[], bool] = lambda: False
+        self._lock: TaskLock | None = None
+        self._queue: JsonlAppender | None = None
+        self._pending_deletes: list[Path] = []
+        self._dry_queue: list[str] = []  # dry run: committed queue records kept in memory only
+        self._specs: dict[int, dict[str, str] | None] = {}  # pooled request id -> structured output class
+        self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
+        self.entered = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> GPTRequester:
+        self.enter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.exit()
+
+    def enter(self) -> None:
+        """Lock the task, recover from any crash, load the state and reconcile it with the disk and remote."""
+        if self.entered:
+            raise RuntimeError("GPTRequester entered twice")
+        task_dir = self.layout.task_dir
+        if not task_dir.is_dir():
+            if not self.opts.autocreate_working_dir and not self.dryrun:
+                raise ConfigError(
+                    f"The task directory {task_dir} does not exist. Create it, or drop --no_autocreate_working_dir."
+                )
+            if not self.dryrun:
+                task_dir.mkdir(parents=True, exist_ok=True)
+        if not self.dryrun:
+            self._lock = TaskLock(
+                self.layout.lock,
+                timeout=self.opts.lock_timeout,
+                poll_interval=self.opts.lock_poll_interval,
+                status_interval=self.opts.lock_status_interval,
+            )
+            self._lock.acquire()
+        try:
+            self._load()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.entered = True
+
+    def exit(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        self._release_lock()
+        self.entered = False
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _load(self) -> None:
+        if not self.dryrun:
+            if recover_transaction(self.layout.journal):
+                log.info("Completed a commit that was interrupted by a crash (%s)", self.layout.journal.name)
+            cleanup_temp_files(self.layout.task_dir)
+        if self.layout.requester_state.exists():
+            self.S = load_state(self.layout.requester_state)
+            if self.S.endpoint != self.endpoint.path and (self.S.queue.num_requests or self.S.batches):
+                raise ConfigError(
+                    f"This task's pending requests are for {self.S.endpoint}, not {self.endpoint.path}. Use the "
+                    "same endpoint, or wipe the pending requests with --wipe_requests."
+                )
+            self.S.endpoint = self.endpoint.path
+        if self.dryrun:
+            return
+        self._remove_stray_files()
+        self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=self.S.queue.end)
+        for batch in self.S.batches_in(BatchStatus.DIRECT):
+            recover_jsonl(self.layout.batch_results(batch.id))
+
+    def _remove_stray_files(self) -> None:
+        """Delete queue/batch files that no committed state refers to (left by a crash before a commit)."""
+        keep = {self.layout.queue(self.S.queue.gen)}
+        for batch in self.S.batches:
+            keep.update(self.layout.batch_files(batch.id))
+        for path in self.layout.requester_files():
+            if path not in keep:
+                log.info("Removing %s: written by an interrupted run and never committed", path.name)
+                path.unlink()
+
+    @property
+    def client(self) -> Any:
+        """The ``openai.OpenAI`` client (created on first use; a dry run never creates one)."""
+        if self.dryrun:
+            raise RuntimeError("a dry run must not call the API")
+        if self._client is None:
+            import openai
+
+            kwargs: dict[str, Any] = {"max_retries": 2}
+            for option, name in (
+                ("openai_api_key", "api_key"),
+                ("openai_organization", "organization"),
+                ("openai_project", "project"),
+                ("client_base_url", "base_url"),
+            ):
+                value = getattr(self.opts, option)
+                if value is not None:
+                    kwargs[name] = value
+            try:
+                self._client = openai.OpenAI(**kwargs)
+            except openai.OpenAIError as exc:
+                raise ConfigError(
+                    f"Cannot create the OpenAI client: {exc}. Set OPENAI_API_KEY (or pass --openai_api_key), or "
+                    "use --client_base_url for a local server."
+                ) from None
+        return self._client
+
+    # ------------------------------------------------------------------ commit point
+
+    def commit(self, *, with_task: bool = False) -> None:
+        """Make the in-memory state durable in one transaction (with the task's files if ``with_task``)."""
+        if self.dryrun:
+            return
+        assert self._queue is not None
+        self.S.queue.end = self._queue.flush(fsync=True)
+        rotate = self.S.queue.start == self.S.queue.end and self.S.queue.end > 0
+        old_queue = self.layout.queue(self.S.queue.gen)
+        if rotate:  # the queue file is fully consumed: start a fresh one, delete the old one in this commit
+            self.S.queue.gen += 1
+            self.S.queue.start = self.S.queue.end = 0
+            self._pending_deletes.append(old_queue)
+        crash_point("requester_before_commit")
+        with Transaction(self.layout.journal) as txn:
+            if with_task and self.task_participant is not None:
+                self.task_participant(txn)
+            txn.write_json(self.layout.requester_state, self.S.to_json())
+            for path in self._pending_deletes:
+                txn.delete(path)
+        self._pending_deletes = []
+        if rotate:
+            self._queue.close()
+            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
+
+    # ------------------------------------------------------------------ requests and the queue
+
+    def add_request(self, req: GPTRequest) -> CachedGPTRequest:
+        """Add a request to the pool (estimating its tokens and cost once); commit it with commit_requests()."""
+        item = GPTRequestItem(id=self.S.next_request_id, req=req)
+        self.S.next_request_id += 1
+        body, spec = self.endpoint.prepare(req.payload)
+        line_obj = {"custom_id": item.custom_id, "method": "POST", "url": self.endpoint.path, "body": body}
+        try:
+            line = (_dumps(line_obj) + "\n").encode()
+            _dumps(req.meta)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"Request {item.id} is not JSON-serialisable ({exc}); check its payload and meta."
+            ) from exc
+        tokens_in = self.estimator.payload_input_tokens(body, self.endpoint.path).total
+        tokens_out = self.estimator.payload_output_tokens(body, self.endpoint.path)
+        info = GPTRequestInfo(
+            json_size=len(line),
+            tokens_input=tokens_in,
+            tokens_output=tokens_out,
+            cost_input_batch=self.coster.input_cost(tokens_in, batch=True),
+            cost_output_batch=self.coster.output_cost(tokens_out, batch=True),
+            cost_input_direct=self.coster.input_cost(tokens_in, batch=False),
+            cost_output_direct=self.coster.output_cost(tokens_out, batch=False),
+        )
+        cached = CachedGPTRequest(item=item, info=info, line=line)
+        self._specs[item.id] = spec
+        self.P.append(cached)
+        return cached
+
+    def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
+        return [self.add_request(req) for req in reqs]
+
+    def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None) -> str:
+        info, req = cached.info, cached.item.req
+        head = {
+            "id": cached.item.id,
+            "retry_num": req.retry_num,
+            "ti": info.tokens_input,
+            "to": info.tokens_output,
+            "cb": info.cost_batch,
+            "cd": info.cost_direct,
+            "size": info.json_size,
+            "parse": spec,
+            "meta": req.meta,
+        }
+        return _dumps(head)[:-1] + ',"line":' + cached.line.decode()[:-1] + "}"
+
+    def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
+        records = [self._queue_record(c, self._specs.pop(c.item.id, None)) for c in cached_reqs]
+        queue = self.S.queue
+        for cached in cached_reqs:
+            queue.num_requests += 1
+            queue.tokens_input += cached.info.tokens_input
+            queue.cost += cached.info.cost_batch
+            queue.size += cached.info.json_size
+        if self.dryrun:
+            self._dry_queue.extend(records)
+            return
+        assert self._queue is not None
+        for record in records:
+            self._queue.append_raw((record + "\n").encode())
+
+    @contextlib.contextmanager
+    def commit_requests(self) -> Iterator[list[CachedGPTRequest]]:
+        """Commit the pool to the queue; the task updates its state for the yielded requests meanwhile.
+
+        Everything (queue, requester state and, through ``task_participant``, the task state) becomes
+        durable in one transaction when the block exits; if the block raises, nothing is committed.
+        """
+        cached_reqs = list(self.P)
+        yield cached_reqs
+        if not cached_reqs:
+            return
+        self._append_to_queue(cached_reqs)
+        self.P = []
+        self.commit(with_task=True)
+        self.events.emit(REQUESTS_COMMITTED, num=len(cached_reqs), total_queued=self.S.queue.num_requests)
+
+    def queue_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Committed queue records not yet in a batch, with their end offsets."""
+        if self.dryrun:
+            path = self.layout.queue(self.S.queue.gen)
+            if path.exists() and self.S.queue.end > self.S.queue.start:
+                yield from self._records_with_end(path)
+            for record in self._dry_queue:
+                yield -1, json.loads(record)
+            return
+        yield from self._records_with_end(self.layout.queue(self.S.queue.gen))
+
+    def _records_with_end(self, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+        previous: dict[str, Any] | None = None
+        for offset, record in read_jsonl(path, self.S.queue.start, self.S.queue.end):
+            if previous is not None:
+                yield offset, previous
+            previous = record
+        if previous is not None:
+            yield self.S.queue.end, previous
+
+    # ------------------------------------------------------------------ cutting batches
+
+    def batch_requests(self, *, flush: bool) -> int:
+        """Cut batches from the head of the queue within the batch limits; returns how many were made.
+
+        A batch is cut once it is full; with ``flush`` (nothing more will be generated) the remainder is
+        cut too. A batch under ``min_batch_requests`` (or any batch with ``force_direct``) becomes a direct
+        batch, run through the direct API.
+        """
+        if self.dryrun:
+            self._dry_plan()
+            return 0
+        made = 0
+        while self.S.queue.num_requests > 0:
+            if self.S.batches_in(BatchStatus.DIRECT):
+                break  # one direct batch at a time: it runs before anything else is cut
+            direct = self.opts.force_direct
+            if not direct and len(self.S.batches_in(BatchStatus.LOCAL)) >= self.limits.max_unpushed_batches:
+                break
+            if not flush and not direct and self._queue_fits(self.limits.batch):
+                break  # not a full batch yet: wait for more requests
+            records, end, full = self._take(self.limits.direct if direct else self.limits.batch)
+            if not full and not flush and not direct:
+                break
+            if not direct and len(records) < self.limits.min_batch_requests:
+                direct = True
+                records, end, full = self._take(self.limits.direct)
+            if direct and not full and not flush:
+                break
+            self._create_batch(records, end, direct=direct)
+            made += 1
+        if made:
+            self.commit()
+        return made
+
+    def _queue_fits(self, limit: Limit) -> bool:
+        queue = self.S.queue
+        total = Amounts(queue.num_requests, queue.tokens_input, queue.cost, queue.size)
+        return limit.exceeded_by(total, self.limits.max_token_safety, self.limits.max_mb_safety) is None
+
+    def _take(self, limit: Limit) -> tuple[list[dict[str, Any]], int, bool]:
+        """Records from the queue head that fit in ``limit``: (records, end offset, whether it is full)."""
+        records: list[dict[str, Any]] = []
+        acc = Amounts()
+        end = self.S.queue.start
+        for record_end, record in self.queue_records():
+            cost = record["cd"] if limit is self.limits.direct else record["cb"]
+            nxt = acc + Amounts(1, record["ti"], cost, record["size"])
+            exceeded = limit.exceeded_by(nxt, self.limits.max_token_safety, self.limits.max_mb_safety)
+            if exceeded:
+                if not records:
+                    raise LimitError(
+                        f"Request {record['id']} alone exceeds --{exceeded} ({record['ti']} input tokens, "
+                        f"{record['size']} bytes, cost {cost:.4f}). Raise --{exceeded} or make the request smaller."
+                    )
+                return records, end, True
+            records.append(record)
+            acc = nxt
+            end = record_end
+        return records, end, False
+
+    def _create_batch(self, records: list[dict[str, Any]], end: int, *, direct: bool) -> BatchState:
+        batch_id = self.S.next_batch_id
+        self.S.next_batch_id += 1
+        lines = [(_dumps(r["line"]) + "\n").encode() for r in records]
+        infos = [(_dumps({k: v for k, v in r.items() if k != "line"}) + "\n").encode() for r in records]
+        cost_key = "cd" if direct else "cb"
+        batch = BatchState(
+            id=batch_id,
+            status=BatchStatus.DIRECT if direct else BatchStatus.LOCAL,
+            num_requests=len(records),
+            tokens_input=sum(r["ti"] for r in records),
+            tokens_output=sum(r["to"] for r in records),
+            cost=sum(r[cost_key] for r in records),
+            size=sum(len(line) for line in lines),
+            first_req_id=records[0]["id"],
+            last_req_id=records[-1]["id"],
+            created_at=time.time(),
+        )
+        queue = self.S.queue
+        queue.num_requests -= batch.num_requests
+        queue.tokens_input -= batch.tokens_input
+        queue.cost -= sum(r["cb"] for r in records)
+        queue.size -= batch.size
+        _write_durably(self.layout.batch_input(batch_id), b"".join(lines))
+        _write_durably(self.layout.batch_info(batch_id), b"".join(infos))
+        queue.start = end
+        self.S.batches.append(batch)
+        self.events.emit(
+            BATCH_CREATED,
+            batch_id=batch_id,
+            num_requests=batch.num_requests,
+            ktokens=batch.tokens_input / 1000,
+            cost=batch.cost,
+            direct=direct,
+        )
+        return batch
+
+    def _dry_plan(self) -> None:
+        """Dry run: log the batches the queue would be cut into, changing nothing."""
+        direct = self.opts.force_direct
+        limit = self.limits.direct if direct else self.limits.batch
+        acc, number = Amounts(), 0
+
+        def report() -> None:
+            kind = "direct" if direct or acc.requests < self.limits.min_batch_requests else "Batch API"
+            log.info(
+                "Dry run: would make %s batch %d: %d requests, %d input tokens, predicted cost %.4f",
+                kind,
+                number,
+                acc.requests,
+                acc.tokens,
+                acc.cost,
+            )
+
+        for _, record in self.queue_records():
+            item = Amounts(1, record["ti"], record["cd"] if direct else record["cb"], record["size"])
+            if acc.requests and limit.exceeded_by(acc + item, self.limits.max_token_safety, self.limits.max_mb_safety):
+                number += 1
+                report()
+                acc = Amounts()
+            acc = acc + item
+        if acc.requests:
+            number += 1
+            report()
+
+    def wipe_requests(self) -> None:
+        """Forget all pending requests and batches (remote ones are cancelled); committed by the caller."""
+        _wipe_requests(self)
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def num_unfinished_batches(self) -> int:
+        return len(self.S.batches)
+
+    @property
+    def has_unfinished_work(self) -> bool:
+        """Whether anything is pooled, queued or in a batch that is not processed yet."""
+        return bool(self.P) or self.S.queue.num_requests > 0 or bool(self.S.batches)
+
+    def metrics(self) -> dict[str, float | int]:
+        """Flat metrics for monitoring (the STATUS event)."""
+        S, totals = self.S, self.S.totals
+        remote = S.batches_in(BatchStatus.PUSHING, BatchStatus.REMOTE)
+        true_cost = totals.true_cost_batch + totals.true_cost_direct
+        return {
+            "Queue/requests": S.queue.num_requests,
+            "Queue/ktokens": S.queue.tokens_input / 1000,
+            "Queue/cost": S.queue.cost,
+            "Batch/local": len(S.batches_in(BatchStatus.LOCAL)),
+            "Batch/remote": len(remote),
+            "Batch/finished": len(S.batches_in(BatchStatus.FINISHED)),
+            "Batch/direct": len(S.batches_in(BatchStatus.DIRECT)),
+            "Batch/remote_requests": sum(b.num_requests for b in remote),
+            "Batch/remote_completed": sum(b.remote.completed for b in remote),
+            "Batch/remote_failed": sum(b.remote.failed for b in remote),
+            "Batch/remote_ktokens": sum(b.tokens_input for b in remote) / 1000,
+            "Batch/remote_cost": sum(b.cost for b in remote),
+            "Session/pushed_requests": self.session.requests,
+            "Session/pushed_ktokens": self.session.tokens / 1000,
+            "Session/pushed_cost": self.session.cost,
+            "Task/pushed_requests": totals.pushed_requests,
+            "Task/pushed_ktokens": totals.pushed_tokens / 1000,
+            "Task/pushed_cost": totals.pushed_cost,
+            "Task/pushed_batches": totals.pushed_batches,
+            "Task/direct_batches": totals.direct_batches,
+            "Task/processed_requests": totals.processed_requests,
+            "Task/retried_requests": totals.retried,
+            "Usage/prompt_tokens": totals.prompt_tokens,
+            "Usage/completion_tokens": totals.completion_tokens,
+            "Usage/cached_tokens": totals.cached_tokens,
+            "Usage/reasoning_tokens": totals.reasoning_tokens,
+            "Usage/completion_ratio": _ratio(totals.completion_tokens, totals.assumed_output_tokens),
+            "Cost/true": true_cost,
+            "Cost/true_batch": totals.true_cost_batch,
+            "Cost/true_direct": totals.true_cost_direct,
+            "Cost/predicted_pushed": totals.pushed_cost,
+        }
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write a new file that becomes meaningful only when a later commit refers to it."""
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    fsync_dir(path.parent)
+
+
+def _wipe_requests(requester: GPTRequester) -> None:
+    """Forget the pool, the queue and every unprocessed batch (cancelling remote ones); commit is the caller's."""
+    S = requester.S
+    for batch in S.batches:
+        if not requester.dryrun:
+            if batch.status == BatchStatus.PUSHING:
+                remote = requester._find_remote_batch(batch)
+                if remote is not None:
+                    requester._adopt(batch, remote)
+            requester.cancel_remote(batch)
+        requester._pending_deletes.extend(p for p in requester.layout.batch_files(batch.id) if p.exists())
+    log.warning("Wiped %d queued requests and %d batches", S.queue.num_requests, len(S.batches))
+    S.batches = []
+    requester.P = []
+    requester._dry_queue = []
+    old_queue = requester.layout.queue(S.queue.gen)
+    S.queue = type(S.queue)(gen=S.queue.gen + 1)
+    if requester._queue is not None:
+        requester._queue.close()
+        requester._pending_deletes.append(old_queue)
+        requester._queue = JsonlAppender(requester.layout.queue(S.queue.gen), committed_size=0)

@@ -1,0 +1,337 @@
+"""From a finished batch to a BatchResult, and from the task's decisions to retries, totals and cleanup.
+
+Processing a batch is one transaction: the task's changes (through ``task_participant``), the retries
+appended to the queue, the totals, and the removal of the batch from the state all commit together,
+so a crash at any point leaves the batch either unprocessed (it is processed again, from the same
+local files) or processed exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .classify import classify
+from .errors import ProcessingError
+from .events import BATCH_PROCESSED
+from .logs import LogSummarizer
+from .request import GPTRequest, GPTRequestInfo, GPTRequestItem, custom_id_for
+from .requester_state import BatchState, BatchStatus
+from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
+from .store.atomic import crash_point
+from .store.jsonl import read_jsonl
+
+if TYPE_CHECKING:
+    from .gpt_requester import GPTRequester
+
+__all__ = ["ProcessingMixin"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_LENGTH = 50
+_SEPARATORS = (",", ":")
+
+
+def _read_result_lines(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Result lines of a downloaded file; a malformed line yields None (that request becomes 'missing')."""
+    if not path.exists():
+        return
+    with open(path, "rb") as file:
+        for raw in file:
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                yield None
+                continue
+            yield obj if isinstance(obj, dict) else None
+
+
+def _count_kinds(stats: ResultStats, infos: Any) -> None:
+    stats.num_success = stats.num_warnings = stats.num_fatal = stats.num_retryable = stats.num_retries = 0
+    for info in infos:
+        if info.err_info is None:
+            stats.num_warnings += bool(info.warn_infos)
+            stats.num_success += not info.warn_infos
+        elif info.err_info.fatal:
+            stats.num_fatal += 1
+        else:
+            stats.num_retryable += 1
+
+
+class ProcessingMixin:
+    """Collect and finalise finished batches for GPTRequester (see the module docstring)."""
+
+    def process_batches(self: GPTRequester, handler: Callable[[BatchResult], None]) -> int:
+        """Process every finished remote batch through ``handler``; returns how many were processed."""
+        processed = 0
+        for batch in self.S.batches_in(BatchStatus.FINISHED):
+            if batch.remote.status == "failed" and not self._may_process_failed(batch):
+                raise ProcessingError(
+                    f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: "
+                    f"{'; '.join(e.get('message', '') for e in batch.remote.errors[:3]) or 'no details'}. Fix the "
+                    "cause, then rerun with --process_failed_batches N to finalise it (add --retry_fatal_requests "
+                    "to retry its requests), or --wipe_requests to drop it."
+                )
+            self.process_batch(batch, handler)
+            processed += 1
+        return processed
+
+    def _may_process_failed(self: GPTRequester, batch: BatchState) -> bool:
+        allowed = self.opts.process_failed_batches
+        if allowed < 0 or self.session_processed_failed < allowed:
+            self.session_processed_failed += 1
+            return True
+        return False
+
+    def process_batch(self: GPTRequester, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult:
+        """Collect ``batch``, hand it to ``handler`` (the task), then commit retries, totals and cleanup."""
+        result = self.collect(batch)
+        handler(result)
+        self._finalize(batch, result)
+        return result
+
+    def collect(self: GPTRequester, batch: BatchState) -> BatchResult:
+        """Read a finished batch's local files into a BatchResult (no state is changed)."""
+        lines: dict[str, dict[str, Any]] = {}
+        malformed = 0
+        for path in (self.layout.batch_results(batch.id), self.layout.batch_errors(batch.id)):
+            for line in _read_result_lines(path):
+                if line is None or not isinstance(line.get("custom_id"), str):
+                    malformed += 1
+                    continue
+                lines.setdefault(line["custom_id"], line)
+        if malformed:
+            log.warning("Batch %d: %d malformed result line(s); those requests count as missing", batch.id, malformed)
+        bodies = {line["custom_id"]: line["body"] for _, line in read_jsonl(self.layout.batch_input(batch.id))}
+        direct = batch.status == BatchStatus.DIRECT
+        missing_is_free = batch.remote.status in ("expired", "cancelled", "missing")
+        failed = batch.remote.status == "failed"
+        stats = ResultStats()
+        infos: dict[int, ResultInfo] = {}
+        for _, rec in read_jsonl(self.layout.batch_info(batch.id)):
+            item = GPTRequestItem(
+                rec["id"],
+                GPTRequest(
+                    payload=bodies.get(custom_id_for(rec["id"]), {}),
+                    meta=rec["meta"],
+                    retry_num=rec["retry_num"],
+                ),
+            )
+            req_info = GPTRequestInfo(rec["size"], rec["ti"], rec["to"], 0.0, 0.0, 0.0, 0.0)
+            if failed:
+                info = ResultInfo(item=item, req_info=req_info, max_retries=self.opts.max_retries)
+                info.err_info = ErrorInfo(True, "BatchError", "BatchFailed", "the whole batch failed on the remote")
+                info.retry = self.opts.retry_fatal_requests and info.retries_left
+            else:
+                info = classify(
+                    lines.get(item.custom_id),
+                    item,
+                    req_info,
+                    item.req.payload,
+                    self.endpoint,
+                    rec["parse"],
+                    max_retries=self.opts.max_retries,
+                    retry_fatal=self.opts.retry_fatal_requests,
+                    missing_is_free=missing_is_free,
+                )
+            info.parse_spec = rec["parse"]  # type: ignore[attr-defined]
+            infos[item.id] = info
+            self._account(info, stats, batch_api=not direct)
+        stats.num_requests = len(infos)
+        _count_kinds(stats, infos.values())
+        self._report(batch, infos.values(), direct)
+        return BatchResult(
+            batch_id=batch.id,
+            direct=direct,
+            remote_status=None if direct else batch.remote.status,
+            infos=infos,
+            stats=stats,
+        )
+
+    def _account(self: GPTRequester, info: ResultInfo, stats: ResultStats, *, batch_api: bool) -> None:
+        stats.predicted_input_tokens += info.req_info.tokens_input
+        stats.assumed_output_tokens += info.req_info.tokens_output
+        if info.resp_info is not None and info.resp_info.usage:
+            cost = self.coster.usage_cost(info.resp_info.usage, batch=batch_api)
+            stats.prompt_tokens += cost.input_tokens
+            stats.cached_tokens += cost.cached_tokens
+            stats.completion_tokens += cost.output_tokens
+            stats.reasoning_tokens += cost.reasoning_tokens
+            stats.true_cost += cost.total_cost
+        err = info.err_info
+        if err is not None and err.subtype in ("batch_expired", "batch_cancelled"):
+            stats.num_expired += 1
+        elif err is not None and err.subtype == "MissingResult":
+            stats.num_missing += 1
+        if err is not None:
+            stats.error_subtypes[err.subtype] = stats.error_subtypes.get(err.subtype, 0) + 1
+        for warn in info.warn_infos:
+            stats.warning_subtypes[warn.subtype] = stats.warning_subtypes.get(warn.subtype, 0) + 1
+
+    def _report(self: GPTRequester, batch: BatchState, infos: Any, direct: bool) -> None:
+        warnings = LogSummarizer(log, self.opts.show_warnings)
+        errors = LogSummarizer(log, self.opts.show_errors)
+        verbose = self.opts.direct_verbose if direct else "never"
+        for info in infos:
+            for warn in info.warn_infos:
+                warnings.log(logging.WARNING, warn.subtype, f"Batch {batch.id} request {info.req_id}: {warn.msg}")
+            if info.err_info is not None and info.err_info.subtype not in (
+                "batch_expired",
+                "batch_cancelled",
+            ):
+                errors.log(
+                    logging.ERROR if info.err_info.fatal else logging.WARNING,
+                    info.err_info.subtype,
+                    f"Batch {batch.id} request {info.req_id}: {info.err_info.subtype}: {info.err_info.msg}",
+                )
+            if (
+                verbose == "always"
+                or (verbose == "warn" and (info.warn_infos or info.err_info))
+                or (verbose == "error" and info.err_info)
+            ):
+                body = info.resp_info.body if info.resp_info is not None else None
+                log.info(
+                    "Request %d: %s\nResponse: %s",
+                    info.req_id,
+                    json.dumps(info.item.req.payload, ensure_ascii=False)[:4000],
+                    json.dumps(body, ensure_ascii=False)[:4000],
+                )
+        warnings.flush()
+        errors.flush()
+
+    def _finalize(self: GPTRequester, batch: BatchState, result: BatchResult) -> None:
+        stats, totals = result.stats, self.S.totals
+        _count_kinds(stats, result.infos.values())  # again: the task may have rejected answers
+        for info in result.infos.values():
+            if info.err_info is not None and info.retry:
+                self._queue_retry(info)
+                stats.num_retries += 1
+        totals.processed_requests += stats.num_requests
+        totals.succeeded += stats.num_success + stats.num_warnings
+        totals.failed += sum(1 for i in result.infos.values() if i.err_info is not None and not i.retry)
+        totals.retried += stats.num_retries
+        totals.prompt_tokens += stats.prompt_tokens
+        totals.completion_tokens += stats.completion_tokens
+        totals.cached_tokens += stats.cached_tokens
+        totals.reasoning_tokens += stats.reasoning_tokens
+        totals.assumed_output_tokens += stats.assumed_output_tokens
+        if result.direct:
+            totals.true_cost_direct += stats.true_cost
+        else:
+            totals.true_cost_batch += stats.true_cost
+        stats.predicted_cost = batch.cost
+        self._check_predictions(batch, stats)
+        passed = (
+            stats.num_requests == 0
+            or (stats.pass_ratio >= self.opts.min_pass_ratio and (stats.num_success + stats.num_warnings) > 0)
+            or stats.num_expired == stats.num_requests
+        )
+        self.S.num_pass_failures = 0 if passed else self.S.num_pass_failures + 1
+        self.S.history = [*self.S.history, self._history_entry(batch, result)][-HISTORY_LENGTH:]
+        self.S.batches = [b for b in self.S.batches if b.id != batch.id]
+        self._pending_deletes.extend(p for p in self.layout.batch_files(batch.id) if p.exists())
+        for file_id in (batch.remote.file_id, batch.remote.output_file_id, batch.remote.error_file_id):
+            if file_id:
+                self.S.remote_cleanup.append(file_id)
+        crash_point("process_before_commit")
+        self.commit(with_task=True)
+        crash_point("process_after_commit")
+        self.events.emit(BATCH_PROCESSED, batch_id=batch.id, stats=stats.to_json())
+        log.info(
+            "Processed batch %d: %d requests, %d ok, %d warnings, %d retryable, %d fatal, %d retried, cost %.4f",
+            batch.id,
+            stats.num_requests,
+            stats.num_success,
+            stats.num_warnings,
+            stats.num_retryable,
+            stats.num_fatal,
+            stats.num_retries,
+            stats.true_cost,
+        )
+        self.cleanup_remote()
+        if self.S.num_pass_failures >= self.opts.max_pass_failures:
+            raise ProcessingError(
+                f"{self.S.num_pass_failures} consecutive batches did not pass (pass ratio below "
+                f"--min_pass_ratio {self.opts.min_pass_ratio}). Inspect the errors above and fix the requests; "
+                "then rerun (raise --max_pass_failures or lower --min_pass_ratio to tolerate this)."
+            )
+
+    def _queue_retry(self: GPTRequester, info: ResultInfo) -> None:
+        new_id = self.S.next_request_id
+        self.S.next_request_id += 1
+        body = info.item.req.payload
+        line_obj = {
+            "custom_id": custom_id_for(new_id),
+            "method": "POST",
+            "url": self.endpoint.path,
+            "body": body,
+        }
+        line = json.dumps(line_obj, ensure_ascii=False, separators=_SEPARATORS)
+        req = info.req_info
+        cost_batch = self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True)
+        record = {
+            "id": new_id,
+            "retry_num": info.next_retry_num,
+            "ti": req.tokens_input,
+            "to": req.tokens_output,
+            "cb": cost_batch,
+            "cd": self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
+            "size": len(line.encode()) + 1,
+            "parse": getattr(info, "parse_spec", None),
+            "meta": info.meta,
+        }
+        text = json.dumps(record, ensure_ascii=False, separators=_SEPARATORS)[:-1] + ',"line":' + line + "}\n"
+        queue = self.S.queue
+        queue.num_requests += 1
+        queue.tokens_input += req.tokens_input
+        queue.cost += cost_batch
+        queue.size += record["size"]
+        assert self._queue is not None
+        self._queue.append_raw(text.encode())
+
+    def _check_predictions(self: GPTRequester, batch: BatchState, stats: ResultStats) -> None:
+        if stats.prompt_tokens and stats.predicted_input_tokens:
+            ratio = stats.predicted_input_tokens / stats.prompt_tokens
+            factor = self.opts.warn_predicted_input_factor
+            if ratio > factor or ratio < 1 / factor:
+                log.warning(
+                    "Batch %d: predicted %d input tokens but the API counted %d (see tokens_test)",
+                    batch.id,
+                    stats.predicted_input_tokens,
+                    stats.prompt_tokens,
+                )
+        if stats.completion_tokens and stats.assumed_output_tokens:
+            ratio = stats.assumed_output_tokens / stats.completion_tokens
+            factor = self.opts.warn_assumed_completion_factor
+            if ratio > factor or ratio < 1 / factor:
+                log.warning(
+                    "Batch %d: assumed %d output tokens but %d were generated (completion ratio %.3f); "
+                    "consider changing --completion_ratio",
+                    batch.id,
+                    stats.assumed_output_tokens,
+                    stats.completion_tokens,
+                    stats.completion_tokens / max(1, stats.assumed_output_tokens),
+                )
+
+    def _history_entry(self: GPTRequester, batch: BatchState, result: BatchResult) -> dict[str, Any]:
+        stats = result.stats
+        return {
+            "batch_id": batch.id,
+            "direct": result.direct,
+            "remote_status": result.remote_status,
+            "num_requests": stats.num_requests,
+            "num_success": stats.num_success + stats.num_warnings,
+            "num_retries": stats.num_retries,
+            "num_fatal": stats.num_fatal,
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "true_cost": stats.true_cost,
+            "predicted_cost": stats.predicted_cost,
+            "processed_at": time.time(),
+        }

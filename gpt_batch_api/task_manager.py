@@ -1,0 +1,393 @@
+"""TaskManager: subclass it to say which requests to make and what to do with each answer.
+
+The contract (each hook's docstring says when it is called and what it may change):
+
+- ``generate_requests()``: add requests for samples not yet committed and commit them (in chunks) with
+  ``commit_requests()``; return True once nothing is left to generate.
+- ``commit_cached_request(cached_req)``: record, in ``self.T``, that this request is now committed.
+- ``process_batch_result(result)``: update ``self.T`` and the output ``self.D`` from a finished batch.
+- ``wipe_unfinished(wipe_failed)``: forget committed-but-unanswered samples (for the ``--wipe_*`` modes).
+- optional: ``cached_request_keys``, ``validate_state``, ``on_task_enter``, ``on_task_exit``,
+  ``postprocess_output_data``.
+
+Every change to ``self.T`` and ``self.D`` becomes durable together with the requester's state in one
+transaction (at each commit of requests and each processed batch), so a kill at any instant leaves a
+consistent task: on restart a batch is processed exactly once, and no sample is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigError, StopRequested
+from .events import GENERATION_PROGRESS, RUN_FINISHED, RUN_STARTED, STATUS, WAITING, EventBus
+from .gpt_requester import GPTRequester
+from .output_files import TaskOutputFile
+from .request import CachedGPTRequest, GPTRequest
+from .requester_state import BatchStatus
+from .results import BatchResult
+from .status import status_report
+from .store.signals import StopMonitor
+from .store.transaction import Transaction
+from .task_state import TaskState, load_task_state
+
+__all__ = ["TaskManager"]
+
+log = logging.getLogger(__name__)
+
+POSTPROCESS_MODES = ("never", "if_written", "always")
+FIRST_POLL_DELAY = 0.25  # so that small batches are noticed within about a second
+
+
+class TaskManager:
+    """Runs one task: the step loop, the task state, the output file, and the requester underneath."""
+
+    def __init__(
+        self,
+        task_dir: str,
+        name_prefix: str,
+        output_factory: Callable[[str, bool], TaskOutputFile],
+        init_meta: dict[str, Any] | None = None,
+        *,
+        run: bool = True,
+        postprocess_output: str = "if_written",
+        wipe_failed: bool = False,
+        reinit_meta: bool = False,
+        progress: bool | None = None,
+        wandb: bool | None = None,
+        wandb_dir: str | None = None,
+        wandb_entity: str | None = None,
+        wandb_project: str = "gpt_batch_api",
+        wandb_run_id: str | None = None,
+        wandb_name: str | None = None,
+        wandb_group: str | None = None,
+        **gpt_requester_kwargs: Any,
+    ) -> None:
+        if postprocess_output not in POSTPROCESS_MODES:
+            raise ConfigError(f"--postprocess_output must be one of {', '.join(POSTPROCESS_MODES)}.")
+        if wipe_failed:
+            gpt_requester_kwargs["wipe_requests"] = True  # wiping failed samples implies wiping requests
+        self.events = EventBus()
+        self.GR = GPTRequester(task_dir, name_prefix, events=self.events, **gpt_requester_kwargs)
+        self.run_flag = run
+        self.postprocess_output = postprocess_output
+        self.wipe_failed = wipe_failed
+        self.reinit_meta = reinit_meta
+        self.init_meta = dict(init_meta or {})
+        self.progress = progress
+        self.wandb_options = {
+            "enabled": wandb,
+            "dir": wandb_dir,
+            "entity": wandb_entity,
+            "project": wandb_project,
+            "run_id": wandb_run_id,
+            "name": wandb_name,
+            "group": wandb_group or type(self).__name__,
+        }
+        self.T = TaskState()
+        self.D = output_factory(self.GR.layout.output_base, self.GR.dryrun)
+        self.step_num = 0
+        self._output_written = False
+        self._stop: StopMonitor | None = None
+
+    # ------------------------------------------------------------------ hooks for subclasses
+
+    def on_task_enter(self) -> None:
+        """Called once the task is locked and loaded, before any step. May prepare data; must not commit."""
+
+    def on_task_exit(self) -> None:
+        """Called when the run ends (normally, on error, or on Ctrl+C). Release what on_task_enter took."""
+
+    def validate_state(self, *, clean: bool) -> None:
+        """Check ``self.T`` for consistency (raise on problems). ``clean``: no request is in flight."""
+
+    def generate_requests(self) -> bool:
+        """Add requests for samples not committed yet (``self.add_request``) and commit them in chunks.
+
+        Call ``self.commit_requests()`` every few hundred or thousand requests; if it returns True the
+        pipeline is congested: return False at once (you will be called again later). Return True
+        when every request the task needs has been committed.
+        """
+        raise NotImplementedError
+
+    def commit_cached_request(self, cached_req: CachedGPTRequest) -> None:
+        """Record in ``self.T`` (e.g. ``committed_samples``, ``committed_meta``) that this request is committed.
+
+        Called for each request inside ``commit_requests()``; its changes are saved in the same transaction.
+        """
+        raise NotImplementedError
+
+    def cached_request_keys(self, cached_reqs: list[CachedGPTRequest]) -> set[Any] | None:
+        """Optional: the sample keys of requests added but not yet committed (see ``pool_keys``)."""
+        return None
+
+    def process_batch_result(self, result: BatchResult) -> bool:
+        """Update ``self.T`` and ``self.D`` from each ``ResultInfo`` in ``result.infos``; return True if ``self.D``
+        was written to.
+
+        ``info.retry`` says whether the requester will queue the request again; a task may reject an answer
+        with ``info.request_retry(...)``. Samples that will not be retried and have no usable answer
+        should go to ``self.T.failed_samples``.
+        """
+        raise NotImplementedError
+
+    def wipe_unfinished(self, wipe_failed: bool) -> bool:
+        """Forget samples that are committed but not answered (and the failed ones if ``wipe_failed``), so
+        they are generated again. Return True if ``self.D`` was changed."""
+        raise NotImplementedError
+
+    def postprocess_output_data(self) -> None:
+        """Optional: final changes to ``self.D`` once the task is complete (see ``--postprocess_output``)."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    def add_request(self, req: GPTRequest) -> CachedGPTRequest:
+        return self.GR.add_request(req)
+
+    def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
+        return self.GR.add_requests(reqs)
+
+    def pool_keys(self) -> set[Any]:
+        """Sample keys of the requests added but not committed yet (from ``cached_request_keys``)."""
+        return self.cached_request_keys(list(self.GR.P)) or set()
+
+    def commit_requests(self) -> bool:
+        """Commit the added requests (and this task's state) durably; True if generation should pause now."""
+        with self.GR.commit_requests() as cached_reqs:
+            for cached_req in cached_reqs:
+                self.commit_cached_request(cached_req)
+        self.events.emit(GENERATION_PROGRESS, done=len(self.T.committed_samples), total=None)
+        if self._stop is not None:
+            self._stop.check()
+        if self.GR.opts.only_process:
+            return True
+        self.GR.batch_requests(flush=False)
+        self.GR.push_batches()
+        return self._congested()
+
+    def _congested(self) -> bool:
+        gr = self.GR
+        if gr.S.batches_in(BatchStatus.DIRECT):
+            return True
+        return len(gr.S.batches_in(BatchStatus.LOCAL)) >= gr.limits.max_unpushed_batches
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> bool:
+        """Run the task until it is complete, blocked by a limit, or stopped; True if complete.
+
+        Raises ``StopRequested`` after Ctrl+C (once the current step has finished and been saved).
+        """
+        monitors = self._start_monitors()
+        status = "error"
+        try:
+            with StopMonitor() as stop:
+                self._stop = stop
+                self.GR.stop_check = lambda: stop.stop_requested
+                with self.GR:
+                    self._enter()
+                    try:
+                        if not self.run_flag:
+                            print(self.status_report())
+                            status = "status"
+                            return not self.GR.has_unfinished_work and self._generation_complete_hint()
+                        done = self._loop(stop)
+                        status = "complete" if done else "paused"
+                        return done
+                    finally:
+                        self.on_task_exit()
+                        self.D.close()
+        except StopRequested:
+            status = "stopped"
+            log.warning("Stopped. Everything done so far is saved: rerun the same command to continue.")
+            raise
+        finally:
+            self._stop = None
+            self.events.emit(RUN_FINISHED, status=status, message="")
+            for monitor in monitors:
+                monitor.close()
+
+    def _generation_complete_hint(self) -> bool:
+        return bool(self.T.committed_samples) and not self.GR.has_unfinished_work
+
+    def _enter(self) -> None:
+        gr, layout = self.GR, self.GR.layout
+        gr.task_participant = self._add_task_to_txn
+        fresh = not layout.task_state.exists()
+        if fresh:
+            self.T = TaskState(meta=dict(self.init_meta))
+            self.D.open(None)
+        else:
+            self.T = load_task_state(layout.task_state)
+            self.D.open(self.T.output)
+        if gr.opts.wipe_task:
+            self._wipe_task()
+        elif gr.opts.wipe_requests:
+            self._wipe_requests()
+        elif self.reinit_meta and not fresh:
+            log.warning("Reinitialising the task meta (--reinit_meta)")
+            self.T.meta = dict(self.init_meta)
+            gr.commit(with_task=True)
+        elif fresh:
+            gr.commit(with_task=True)
+        if not gr.dryrun:
+            gr.resolve_pushing()
+            gr.cleanup_remote()
+        self.validate_state(clean=not gr.has_unfinished_work)
+        self.on_task_enter()
+        self.events.emit(RUN_STARTED, task=type(self).__name__, config=self._public_config())
+
+    def _add_task_to_txn(self, txn: Transaction) -> None:
+        self.T.output = self.D.prepare_commit(txn)
+        txn.write_json(self.GR.layout.task_state, self.T.to_json())
+
+    def _wipe_requests(self) -> None:
+        log.warning("Wiping all pending requests and batches%s", " and failed samples" if self.wipe_failed else "")
+        self.GR.wipe_requests()
+        self._output_written |= bool(self.wipe_unfinished(self.wipe_failed))
+        self.GR.commit(with_task=True)
+
+    def _wipe_task(self) -> None:
+        log.warning("Wiping the whole task: all progress and results are forgotten (--wipe_task)")
+        self.GR.wipe_requests()
+        self.T = TaskState(meta=dict(self.init_meta))
+        if not self.GR.dryrun:
+            with Transaction(self.GR.layout.journal) as txn:
+                self.D.wipe(txn)
+        self.D.open(None)
+        self.GR.commit(with_task=True)
+
+    def _process_result(self, result: BatchResult) -> None:
+        self._output_written |= bool(self.process_batch_result(result))
+
+    def _loop(self, stop: StopMonitor) -> bool:
+        gr = self.GR
+        generated_all = gr.opts.only_process
+        delay = FIRST_POLL_DELAY
+        while True:
+            stop.check()
+            progress = gr.update_remote() + gr.process_batches(self._process_result)
+            stop.check()
+            if not generated_all:
+                before = gr.S.next_request_id
+                generated_all = bool(self.generate_requests())
+                progress += gr.S.next_request_id != before
+                if gr.P:
+                    self.commit_requests()
+            stop.check()
+            if not gr.opts.only_process:
+                progress += gr.batch_requests(flush=generated_all)
+                progress += gr.push_batches()
+                progress += gr.run_direct_batches(self._process_result)
+            self._emit_status()
+            if generated_all and not gr.has_unfinished_work:
+                return self._finish()
+            if gr.opts.only_process and not gr.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED):
+                log.info("No unfinished remote batches left to process (--only_process)")
+                return False
+            if progress:
+                delay = FIRST_POLL_DELAY
+                continue
+            if gr.dryrun:
+                log.info("Dry run: stopping here (nothing was sent and nothing was written)")
+                return False
+            if gr.S.batches_in(BatchStatus.REMOTE):
+                self._wait(delay, "waiting for remote batches")
+                delay = min(delay * 2, gr.opts.remote_update_interval)
+                continue
+            if gr.congested_since is not None:
+                self._wait(gr.opts.remote_update_interval, "token_limit_exceeded: waiting before pushing again")
+                gr.congestion_expired()
+                continue
+            if stop.stop_requested:
+                stop.check()
+            log.warning(
+                "Cannot make progress: %s. Raise that limit (or wait for remote batches) and rerun to continue.",
+                gr._last_block_reason or "a limit is reached",
+            )
+            return False
+
+    def _wait(self, seconds: float, reason: str) -> None:
+        self.events.emit(WAITING, seconds=seconds, reason=reason)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._stop is not None:
+                self._stop.check()
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _finish(self) -> bool:
+        mode = self.postprocess_output
+        if mode == "always" or (mode == "if_written" and self._output_written):
+            self.postprocess_output_data()
+            self.GR.commit(with_task=True)
+        log.info(
+            "Task complete: %d samples succeeded, %d failed",
+            len(self.T.succeeded_samples),
+            len(self.T.failed_samples),
+        )
+        self._emit_status()
+        return True
+
+    # ------------------------------------------------------------------ monitoring
+
+    def task_metrics(self) -> dict[str, int | float]:
+        T = self.T
+        return {
+            "Task/samples_committed": len(T.committed_samples),
+            "Task/samples_responded": len(T.responded_meta),
+            "Task/samples_succeeded": len(T.succeeded_samples),
+            "Task/samples_failed": len(T.failed_samples),
+        }
+
+    def _emit_status(self) -> None:
+        self.step_num += 1
+        metrics = {**self.task_metrics(), **self.GR.metrics(), "Task/step": self.step_num}
+        self.events.emit(STATUS, metrics=metrics, step=self.step_num)
+
+    def status_report(self) -> str:
+        """A compact human-readable report of the task (what ``--no_run`` prints)."""
+        return status_report(self)
+
+    def _public_config(self) -> dict[str, Any]:
+        """Task meta and requester settings for monitoring; never contains the API key."""
+        options = dataclasses.asdict(self.GR.opts)
+        options.pop("openai_api_key", None)
+        return {"task": type(self).__name__, "meta": self.T.meta, **options}
+
+    def _start_monitors(self) -> list[Any]:
+        monitors: list[Any] = []
+        from .progress import ProgressDisplay
+
+        display = ProgressDisplay(enabled=self.progress)
+        self.events.subscribe(display.handle)
+        monitors.append(display)
+        wandb_enabled = self.wandb_options["enabled"]
+        if (wandb_enabled is None or wandb_enabled) and not self.GR.dryrun and self.run_flag:
+            from .wandb_monitor import WandbMonitor
+
+            opts = self.wandb_options
+            monitor = WandbMonitor(
+                project=opts["project"],
+                entity=opts["entity"],
+                run_id=opts["run_id"],
+                name=opts["name"],
+                group=opts["group"],
+                dir=opts["dir"],
+                config=None,
+            )
+            monitor.start()
+            self.events.subscribe(monitor.handle)
+            monitors.append(_WandbCloser(monitor))
+        return monitors
+
+
+@dataclasses.dataclass
+class _WandbCloser:
+    monitor: Any
+
+    def close(self) -> None:
+        self.monitor.finish()
