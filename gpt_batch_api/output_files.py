@@ -1,0 +1,208 @@
+"""Task output files whose committed content always matches the committed task state.
+
+An output file takes part in the task's commit: ``prepare_commit(txn)`` makes the appended bytes durable
+(or stages a whole-file write in the transaction) and returns a small dict that the task state stores.
+``open(committed)`` trusts the files only up to that dict, so output written after the last commit (by a
+run that crashed) is dropped, and every sample appears in the output exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from .store.jsonl import JsonlAppender, read_jsonl
+from .store.transaction import Transaction
+
+__all__ = ["DataclassListOutputFile", "DataclassOutputFile", "TaskOutputFile"]
+
+log = logging.getLogger(__name__)
+DataT = TypeVar("DataT")
+
+
+class TaskOutputFile:
+    """Interface of a task output; ``self.D`` in a TaskManager is one of these."""
+
+    def __init__(self, path_base: str, dryrun: bool = False) -> None:
+        self.path_base = path_base
+        self.dryrun = dryrun
+        self.written = False  # changed since the last commit
+
+    def open(self, committed: dict[str, Any] | None) -> None:
+        """Open at the committed state (None: a fresh task, any existing output is stale)."""
+        raise NotImplementedError
+
+    def prepare_commit(self, txn: Transaction) -> dict[str, Any]:
+        """Make pending output durable or stage it in ``txn``; return what the task state records."""
+        raise NotImplementedError
+
+    def wipe(self, txn: Transaction) -> None:
+        """Stage the deletion of every output file in ``txn``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class DataclassOutputFile(TaskOutputFile, Generic[DataT]):
+    """One dataclass (or pydantic model) instance in ``<path_base>.json``, replaced atomically on commit."""
+
+    def __init__(self, path_base: str, dryrun: bool, data_cls: type[DataT]) -> None:
+        super().__init__(path_base, dryrun)
+        self.data_cls = data_cls
+        self.adapter: pydantic.TypeAdapter[DataT] = pydantic.TypeAdapter(data_cls)
+        self.path = Path(f"{path_base}.json")
+        self.data: DataT | None = None
+
+    @classmethod
+    def output_factory(cls, data_cls: type[DataT]) -> Callable[[str, bool], DataclassOutputFile[DataT]]:
+        return lambda path_base, dryrun: cls(path_base, dryrun, data_cls)
+
+    def open(self, committed: dict[str, Any] | None) -> None:
+        self.data = None
+        if committed and committed.get("exists") and self.path.exists():
+            self.data = self.adapter.validate_json(self.path.read_bytes())
+        self.written = False
+
+    def set(self, data: DataT) -> None:
+        self.data = data
+        self.written = True
+
+    def prepare_commit(self, txn: Transaction) -> dict[str, Any]:
+        if self.data is not None and self.written and not self.dryrun:
+            txn.write_bytes(self.path, self.adapter.dump_json(self.data, indent=1))
+        self.written = False
+        return {"exists": self.data is not None}
+
+    def wipe(self, txn: Transaction) -> None:
+        txn.delete(self.path)
+        self.data = None
+
+    @classmethod
+    def read(cls, path_base: str, data_cls: type[DataT]) -> DataT:
+        return pydantic.TypeAdapter(data_cls).validate_json(Path(f"{path_base}.json").read_bytes())
+
+
+class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
+    """Entries appended as JSON lines to ``<path_base>.jsonl``, or to ``<path_base>_partNNN.jsonl`` parts
+    when ``max_entries`` or ``max_size`` (bytes) bound a part."""
+
+    def __init__(self, path_base: str, dryrun: bool, data_cls: type[DataT], max_entries: int = 0, max_size: int = 0):
+        super().__init__(path_base, dryrun)
+        self.data_cls = data_cls
+        self.adapter: pydantic.TypeAdapter[DataT] = pydantic.TypeAdapter(data_cls)
+        self.max_entries = max_entries
+        self.max_size = max_size
+        self.parts: list[dict[str, Any]] = []  # name, size, entries
+        self._appender: JsonlAppender | None = None
+        self._pending: list[bytes] = []
+
+    @classmethod
+    def output_factory(
+        cls, data_cls: type[DataT], max_entries: int = 0, max_size: int = 0
+    ) -> Callable[[str, bool], DataclassListOutputFile[DataT]]:
+        return lambda path_base, dryrun: cls(path_base, dryrun, data_cls, max_entries, max_size)
+
+    @property
+    def split(self) -> bool:
+        return self.max_entries > 0 or self.max_size > 0
+
+    def _part_name(self, index: int) -> str:
+        base = Path(self.path_base).name
+        return f"{base}_part{index:03d}.jsonl" if self.split else f"{base}.jsonl"
+
+    def _path(self, name: str) -> Path:
+        return Path(self.path_base).parent / name
+
+    @staticmethod
+    def existing_paths(path_base: str) -> list[Path]:
+        base = Path(path_base)
+        folder = base.parent
+        if not folder.is_dir():
+            return []
+        single = folder / f"{base.name}.jsonl"
+        parts = sorted(folder.glob(f"{base.name}_part[0-9][0-9][0-9].jsonl"))
+        return ([single] if single.exists() else []) + parts
+
+    def open(self, committed: dict[str, Any] | None) -> None:
+        self.close()
+        self.parts = [dict(p) for p in (committed or {}).get("parts", [])]
+        self._pending = []
+        self.written = False
+        if self.dryrun:
+            return
+        keep = {p["name"] for p in self.parts}
+        for path in self.existing_paths(self.path_base):
+            if path.name not in keep:
+                log.warning("Removing output file %s: written after the last commit by an interrupted run", path.name)
+                path.unlink()
+        if self.parts:
+            last = self.parts[-1]
+            for part in self.parts[:-1]:
+                JsonlAppender(self._path(part["name"]), part["size"]).close()  # drops any uncommitted tail
+            self._appender = JsonlAppender(self._path(last["name"]), last["size"])
+
+    def append(self, entry: DataT) -> None:
+        self._pending.append(self.adapter.dump_json(entry) + b"\n")
+        self.written = True
+
+    def extend(self, entries: Iterable[DataT]) -> None:
+        for entry in entries:
+            self.append(entry)
+
+    def _write_pending(self) -> None:
+        for line in self._pending:
+            part = self.parts[-1] if self.parts else None
+            full = part is not None and (
+                (self.max_entries > 0 and part["entries"] >= self.max_entries)
+                or (self.max_size > 0 and part["entries"] > 0 and part["size"] + len(line) > self.max_size)
+            )
+            if part is None or full:
+                if self._appender is not None:
+                    self._appender.flush(fsync=True)
+                    self._appender.close()
+                part = {"name": self._part_name(len(self.parts) + 1), "size": 0, "entries": 0}
+                self.parts.append(part)
+                self._appender = JsonlAppender(self._path(part["name"]), 0)
+            assert self._appender is not None
+            self._appender.append_raw(line)
+            part["size"] += len(line)
+            part["entries"] += 1
+        self._pending = []
+
+    def prepare_commit(self, txn: Transaction) -> dict[str, Any]:
+        if not self.dryrun:
+            self._write_pending()
+            if self._appender is not None:
+                self._appender.flush(fsync=True)
+        self.written = False
+        return {"parts": [dict(p) for p in self.parts]}
+
+    def wipe(self, txn: Transaction) -> None:
+        self.close()
+        for path in self.existing_paths(self.path_base):
+            txn.delete(path)
+        self.parts = []
+        self._pending = []
+
+    def close(self) -> None:
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
+
+    @property
+    def num_entries(self) -> int:
+        return sum(p["entries"] for p in self.parts) + len(self._pending)
+
+    @classmethod
+    def read_entries(cls, path_base: str | os.PathLike[str], data_cls: type[DataT]) -> Iterator[DataT]:
+        """Every committed entry, in order, across all parts."""
+        adapter = pydantic.TypeAdapter(data_cls)
+        for path in cls.existing_paths(str(path_base)):
+            for _, obj in read_jsonl(path):
+                yield adapter.validate_python(obj)

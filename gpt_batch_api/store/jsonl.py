@@ -1,0 +1,163 @@
+"""Append-only JSONL files with durable appends and torn-tail recovery.
+
+The committed length of an append-only file is recorded in a committed state file; anything past it
+was written by a run that crashed before its commit and is truncated (with a warning) when the file is
+opened again. A reader never parses a torn line as data: a line without its newline, or one that is
+not JSON, is an error naming the file and the byte offset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import TaskFileError
+from .atomic import _DISK_ERRNOS, disk_error, fsync_dir
+
+log = logging.getLogger(__name__)
+
+
+def dumps_line(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class JsonlAppender:
+    """Appends JSON lines to ``path``, which is trusted only up to ``committed_size`` bytes."""
+
+    def __init__(self, path: str | os.PathLike[str], committed_size: int = 0) -> None:
+        self.path = Path(path)
+        existed = self.path.exists()
+        self._file = open(self.path, "ab")  # noqa: SIM115 (closed in close())
+        size = self._file.seek(0, os.SEEK_END)
+        if size < committed_size:
+            self._file.close()
+            raise TaskFileError(
+                f"{self.path} is shorter ({size} bytes) than its committed size ({committed_size} bytes): it was "
+                "truncated or replaced outside gpt_batch_api. Restore it, or wipe the pending requests with "
+                "--wipe_requests.",
+                str(self.path),
+            )
+        if size > committed_size:
+            log.warning(
+                "%s: dropping %d bytes written by an interrupted run after the last commit",
+                self.path.name,
+                size - committed_size,
+            )
+            self._file.truncate(committed_size)
+            os.fsync(self._file.fileno())
+        self._size = committed_size
+        if not existed:
+            fsync_dir(self.path.parent)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (committed + appended but not necessarily durable)."""
+        return self._size
+
+    def append_raw(self, data: bytes) -> int:
+        """Append pre-encoded complete lines; return the offset they start at."""
+        offset = self._size
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            if exc.errno in _DISK_ERRNOS:
+                raise disk_error(self.path, exc) from None
+            raise
+        self._size += len(data)
+        return offset
+
+    def append(self, obj: Any) -> int:
+        return self.append_raw(dumps_line(obj))
+
+    def append_many(self, objs: Iterable[Any]) -> int:
+        return self.append_raw(b"".join(dumps_line(obj) for obj in objs))
+
+    def flush(self, fsync: bool = True) -> int:
+        """Push appended bytes to the OS (and to the disk if ``fsync``); return the durable size."""
+        try:
+            self._file.flush()
+            if fsync:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            if exc.errno in _DISK_ERRNOS:
+                raise disk_error(self.path, exc) from None
+            raise
+        return self._size
+
+    def close(self) -> None:
+        if not self._file.closed:
+            try:
+                self._file.flush()
+            finally:
+                self._file.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(offset, object)`` for each line in bytes ``[start, end)``; corruption raises TaskFileError."""
+    path = Path(path)
+    try:
+        file = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise TaskFileError(f"{path} is missing: it is referred to by the committed task state.", str(path)) from None
+    with file:
+        file.seek(start)
+        offset = start
+        for line in file:
+            if end is not None and offset >= end:
+                break
+            if not line.endswith(b"\n"):
+                raise TaskFileError(
+                    f"{path} ends with an incomplete line at byte {offset} (a write was cut off). It was not "
+                    "modified; rerun to let recovery truncate it, or restore the file.",
+                    str(path),
+                )
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise TaskFileError(
+                    f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
+                    "or wipe the pending requests with --wipe_requests.",
+                    str(path),
+                ) from None
+            yield offset, obj
+            offset += len(line)
+        if end is not None and offset < end:
+            raise TaskFileError(
+                f"{path} is shorter ({offset} bytes) than its committed size ({end} bytes). Restore it, or wipe "
+                "the pending requests with --wipe_requests.",
+                str(path),
+            )
+
+
+def recover_jsonl(path: str | os.PathLike[str]) -> int:
+    """Truncate a torn or corrupt tail of a journal-like JSONL file; return the number of bytes dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    good = 0
+    with open(path, "rb") as file:
+        for line in file:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
+            good += len(line)
+    size = path.stat().st_size
+    if size > good:
+        log.warning("%s: dropping a torn tail of %d bytes left by an interrupted run", path.name, size - good)
+        with open(path, "r+b") as file:
+            file.truncate(good)
+            os.fsync(file.fileno())
+    return size - good
