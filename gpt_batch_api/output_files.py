@@ -89,8 +89,8 @@ class DataclassOutputFile(TaskOutputFile, Generic[DataT]):
 
 
 class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
-    """Entries appended as JSON lines to ``<path_base>.jsonl``, or to ``<path_base>_partNNN.jsonl`` parts
-    when ``max_entries`` or ``max_size`` (bytes) bound a part."""
+    """Entries appended as JSON lines to ``<path_base>.jsonl``, or to ``<path_base>_partNNNofMMM.jsonl`` parts
+    when ``max_entries`` or ``max_size`` (bytes) bound a part. Appending costs O(new entries)."""
 
     def __init__(self, path_base: str, dryrun: bool, data_cls: type[DataT], max_entries: int = 0, max_size: int = 0):
         super().__init__(path_base, dryrun)
@@ -112,9 +112,9 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
     def split(self) -> bool:
         return self.max_entries > 0 or self.max_size > 0
 
-    def _part_name(self, index: int) -> str:
+    def _part_name(self, index: int, count: int) -> str:
         base = Path(self.path_base).name
-        return f"{base}_part{index:03d}.jsonl" if self.split else f"{base}.jsonl"
+        return f"{base}_part{index:03d}of{count:03d}.jsonl" if self.split else f"{base}.jsonl"
 
     def _path(self, name: str) -> Path:
         return Path(self.path_base).parent / name
@@ -126,7 +126,7 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
         if not folder.is_dir():
             return []
         single = folder / f"{base.name}.jsonl"
-        parts = sorted(folder.glob(f"{base.name}_part[0-9][0-9][0-9].jsonl"))
+        parts = sorted(folder.glob(f"{base.name}_part[0-9][0-9][0-9]of[0-9][0-9][0-9].jsonl"))
         return ([single] if single.exists() else []) + parts
 
     def open(self, committed: dict[str, Any] | None) -> None:
@@ -155,31 +155,48 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
         for entry in entries:
             self.append(entry)
 
-    def _write_pending(self) -> None:
+    def _plan_parts(self) -> list[int]:
+        """The part index (0-based) each pending line goes to, given the current parts' fill."""
+        plan, index = [], len(self.parts) - 1
+        size = self.parts[-1]["size"] if self.parts else 0
+        entries = self.parts[-1]["entries"] if self.parts else 0
         for line in self._pending:
-            part = self.parts[-1] if self.parts else None
-            full = part is not None and (
-                (self.max_entries > 0 and part["entries"] >= self.max_entries)
-                or (self.max_size > 0 and part["entries"] > 0 and part["size"] + len(line) > self.max_size)
+            full = index >= 0 and (
+                (self.max_entries > 0 and entries >= self.max_entries)
+                or (self.max_size > 0 and entries > 0 and size + len(line) > self.max_size)
             )
-            if part is None or full:
-                if self._appender is not None:
-                    self._appender.flush(fsync=True)
-                    self._appender.close()
-                part = {"name": self._part_name(len(self.parts) + 1), "size": 0, "entries": 0}
-                self.parts.append(part)
-                self._appender = JsonlAppender(self._path(part["name"]), 0)
-            assert self._appender is not None
-            self._appender.append_raw(line)
-            part["size"] += len(line)
-            part["entries"] += 1
-        self._pending = []
+            if index < 0 or full:
+                index, size, entries = index + 1, 0, 0
+            plan.append(index)
+            size += len(line)
+            entries += 1
+        return plan
 
     def prepare_commit(self, txn: Transaction) -> dict[str, Any]:
-        if not self.dryrun:
-            self._write_pending()
-            if self._appender is not None:
-                self._appender.flush(fsync=True)
+        """Append pending entries (new parts get their final names; older parts are renamed in ``txn``)."""
+        if not self.dryrun and self._pending:
+            plan = self._plan_parts()
+            count = max(plan[-1] + 1, len(self.parts))
+            if count != len(self.parts):
+                for i, part in enumerate(self.parts):
+                    new_name = self._part_name(i + 1, count)
+                    if new_name != part["name"]:
+                        txn.rename(self._path(part["name"]), self._path(new_name))
+                        part["name"] = new_name
+            for line, index in zip(self._pending, plan, strict=True):
+                if index == len(self.parts):
+                    if self._appender is not None:
+                        self._appender.flush(fsync=True)
+                        self._appender.close()
+                    self.parts.append({"name": self._part_name(index + 1, count), "size": 0, "entries": 0})
+                    self._appender = JsonlAppender(self._path(self.parts[-1]["name"]), 0)
+                elif self._appender is None:  # first write of this run to the last committed part
+                    self._appender = JsonlAppender(self._path(self.parts[-1]["name"]), self.parts[-1]["size"])
+                self._appender.append_raw(line)
+                self.parts[index]["size"] += len(line)
+                self.parts[index]["entries"] += 1
+            self._pending = []
+            self._appender.flush(fsync=True)
         self.written = False
         return {"parts": [dict(p) for p in self.parts]}
 
