@@ -272,15 +272,18 @@ class TaskManager:
             stop.check()
             progress = gr.update_remote() + gr.process_batches(self._process_result)
             stop.check()
+            added = False
             if not generated_all:
                 before = gr.S.next_request_id
                 generated_all = bool(self.generate_requests())
-                progress += gr.S.next_request_id != before
+                added = gr.S.next_request_id != before
+                progress += added
                 if gr.P:
                     self.commit_requests()
             stop.check()
             if not gr.opts.only_process:
-                progress += gr.batch_requests(flush=generated_all)
+                # A task that added nothing this step waits for answers: send what is queued now.
+                progress += gr.batch_requests(flush=generated_all or not added)
                 progress += gr.push_batches()
                 progress += gr.run_direct_batches(self._process_result)
             self._emit_status()

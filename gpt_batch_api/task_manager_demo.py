@@ -1,0 +1,113 @@
+"""Run a demo task: ``python -m gpt_batch_api.task_manager_demo --task char_codes [--simulate] [flags]``.
+
+``--simulate`` starts the built-in OpenAI API simulator on 127.0.0.1 and runs the task against it: no API
+key, no cost, nothing leaves the machine. Without it the task talks to OpenAI (or ``--client_base_url``)
+and needs ``OPENAI_API_KEY``. Every TaskManager and GPTRequester option is a flag (``--help``); the run
+can be stopped with Ctrl+C and continued by running the same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from .errors import GPTBatchError, StopRequested
+from .logs import configure_logging
+from .options import add_task_arguments, task_kwargs
+
+log = logging.getLogger("gpt_batch_api.demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gpt_batch_api.task_manager_demo",
+        description="Run one of the demo tasks of gpt_batch_api (see the README).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--task", required=True, choices=("char_codes", "utterance_emotion"), help="Demo task")
+    parser.add_argument("--task_prefix", metavar="PREFIX", help="Prefix of the task's files (default: the task)")
+    parser.add_argument(
+        "--task_dir",
+        metavar="DIR",
+        default=os.path.join(os.getcwd(), "gpt_batch_api_tasks"),
+        help="Folder for the task's lock, state, queue, batch and output files (created)",
+    )
+    parser.add_argument(
+        "--chat_endpoint", metavar="ENDPOINT", default="/v1/chat/completions", help="Chat completions endpoint"
+    )
+    parser.add_argument(
+        "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"
+    )
+    meta = parser.add_argument_group("Task metadata (fixed at the first run; change with --reinit_meta)")
+    meta.add_argument("--model", default="gpt-4o-mini", help="Model")
+    meta.add_argument("--max_completion_tokens", metavar="NUM", type=int, help="Output token limit per request")
+    meta.add_argument(
+        "--completion_ratio",
+        metavar="RATIO",
+        type=float,
+        default=0.5,
+        help="Expected share of max_completion_tokens used (for cost and limit predictions)",
+    )
+    meta.add_argument("--temperature", metavar="TEMP", type=float, help="Sampling temperature")
+    meta.add_argument("--top_p", metavar="MASS", type=float, help="Nucleus sampling mass")
+    meta.add_argument("--opinions_min", metavar="NUM", type=int, default=3, help="Fewest opinions per utterance")
+    meta.add_argument("--opinions_max", metavar="NUM", type=int, default=5, help="Most opinions per utterance")
+    meta.add_argument(
+        "--confidence", metavar="RATIO", type=float, default=0.78, help="Majority share needed for a clear opinion"
+    )
+    add_task_arguments(parser)
+    return parser
+
+
+def make_task(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    from .demo_tasks import TASKS
+
+    kwargs = task_kwargs(args)
+    kwargs["endpoint"] = args.chat_endpoint
+    kwargs["name_prefix"] = args.task_prefix or args.task
+    for name in ("model", "max_completion_tokens", "completion_ratio", "temperature", "top_p"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    if args.task == "utterance_emotion":
+        kwargs.update(opinions_min=args.opinions_min, opinions_max=args.opinions_max, confidence=args.confidence)
+    kwargs.update(extra or {})
+    return TASKS[args.task](args.task_dir, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    simulator = None
+    extra: dict[str, Any] = {}
+    try:
+        if args.simulate:
+            from .demo_tasks.responder import demo_responder
+            from .simulator import Simulator, SimulatorConfig
+
+            config = SimulatorConfig(validating_s=0.5, in_progress_s=2.0, finalizing_s=0.5, latency_ms=20)
+            simulator = Simulator(config, responder=demo_responder)
+            simulator.start()
+            log.info("Simulator running at %s (no API key, no cost)", simulator.base_url)
+            extra = {"client_base_url": simulator.base_url, "openai_api_key": "sk-simulated"}
+            if args.wandb is None:
+                extra["wandb"] = False  # a local demo should not need a wandb account; --wandb turns it on
+        task = make_task(args, extra)
+        done = task.run()
+        if args.run:
+            log.info("Task %s. Files are in %s", "complete" if done else "not complete yet", args.task_dir)
+        return 0 if done or not args.run else 3
+    except StopRequested:
+        return 130
+    except GPTBatchError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
