@@ -1,0 +1,82 @@
+"""Configuration of the simulator: timing, limits and fault injection.
+
+Every field may be changed while the simulator runs (tests do ``sim.config.fail_next_batches = 1``); the
+server reads the fields on each request, so a change applies to the next request or batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+__all__ = ["SimulatorConfig", "add_config_arguments", "config_from_args"]
+
+
+@dataclasses.dataclass
+class SimulatorConfig:
+    """Behaviour of the simulated OpenAI server. All faults are off by default and no key is required."""
+
+    # Batch lifecycle (seconds spent in each status; computed from timestamps when a batch is looked at)
+    validating_s: float = 1.0
+    in_progress_s: float = 5.0
+    finalizing_s: float = 1.0
+    # Direct endpoints
+    latency_ms: float = 0.0  # added to every direct call (chat, responses, embeddings)
+    rpm: int = 0  # requests per minute (0 = unlimited)
+    tpm: int = 0  # tokens per minute: prompt tokens + requested max output tokens (0 = unlimited)
+    # Batch API
+    enqueued_token_limit: int = 0  # prompt tokens of batches in flight, per model (0 = unlimited)
+    files_api_enabled: bool = True  # False: /files routes answer 404, like a local vLLM or ollama server
+    batches_api_enabled: bool = True  # False: /batches routes answer 404
+    error_line_rate: float = 0.0  # fraction of batch lines answered as 500 server_error lines in the error file
+    fail_next_batches: int = 0  # the next N created batches fail validation
+    expire_next_batches: int = 0  # the next N created batches expire with about half of their lines done
+    missing_line_rate: float = 0.0  # fraction of batch lines absent from both the output and the error file
+    malformed_line_rate: float = 0.0  # fraction of batch output lines that are not valid JSON
+    # Faults of direct calls (and of /files and /batches too, only if batch_api_faults is set)
+    http_500_rate: float = 0.0
+    http_429_rate: float = 0.0
+    drop_connection_rate: float = 0.0  # close the socket without answering
+    batch_api_faults: bool = False
+    malformed_json_rate: float = 0.0  # direct structured-output answers whose content is not valid JSON
+    # Account
+    insufficient_quota: bool = False  # every call answers 429 insufficient_quota
+    require_api_key: str | None = None  # if set, any other (or no) bearer key answers 401 invalid_api_key
+    seed: int = 0  # seed of injected faults and generated answers (same seed, same run)
+
+    def __post_init__(self) -> None:
+        for name in ("validating_s", "in_progress_s", "finalizing_s", "latency_ms", "rpm", "tpm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--field`` flag per SimulatorConfig field (booleans take true/false)."""
+    defaults = SimulatorConfig()
+    for field in dataclasses.fields(SimulatorConfig):
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            kind: Any = _parse_bool
+            metavar = "BOOL"
+        elif field.name == "require_api_key":
+            kind, metavar = str, "KEY"
+        else:
+            kind, metavar = type(default), type(default).__name__.upper()
+        parser.add_argument(
+            f"--{field.name}", type=kind, default=default, metavar=metavar, help=f"(default: {default})"
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    """Build a SimulatorConfig from flags added by add_config_arguments."""
+    return SimulatorConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SimulatorConfig)})
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

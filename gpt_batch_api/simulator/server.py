@@ -1,0 +1,369 @@
+"""The HTTP server and router: ``Simulator`` serves an OpenAI-compatible API on 127.0.0.1.
+
+Standard-library ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive (every answer has a Content-Length), one
+daemon thread per connection, and one lock around the shared stores. Authentication and the quota check
+apply to every route; injected 5xx/429/dropped connections and latency apply to the direct endpoints (and to
+/files and /batches only with ``batch_api_faults``), so crash tests of the batch path stay deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .batches_api import BatchStore
+from .common import ApiError, error_body, new_id
+from .config import SimulatorConfig
+from .direct_api import MODELS, Answerer, Responder, model_object
+from .files_api import FileStore
+from .ratelimit import RateLimiter
+
+__all__ = ["Simulator"]
+
+log = logging.getLogger(__name__)
+
+_DIRECT = {"/v1/chat/completions", "/v1/responses", "/v1/embeddings"}
+
+
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
+class Simulator:
+    """A local OpenAI-compatible server: Files, Batches, chat completions, responses, embeddings, models.
+
+    ``config`` is kept (not copied) and may be changed while the server runs. ``responder(endpoint, body)``
+    may return the content text (or a JSON-able dict) of chat and responses answers; None means default.
+    Usable as a context manager, which starts and stops it.
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        port: int = 0,
+        responder: Responder | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        self.host, self.port = host, port
+        self.lock = threading.Lock()
+        self.files = FileStore()
+        self.answerer = Answerer(lambda: self.config.seed, responder)
+        self.batches = BatchStore(self.config, self.files, self.answerer, self.lock)
+        self.limiter = RateLimiter()
+        self.direct_requests = 0
+        self._rng = random.Random(self.config.seed)
+        self._rng_seed = self.config.seed
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1`` (the real port once started)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> Simulator:
+        """Bind and serve in a daemon thread; returns self."""
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self.port), _Handler)
+        server.simulator = self
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name=f"simulator:{self.port}"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection (clients then see connection errors)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self.lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """``batches`` (every batch ever created, as API objects), ``files`` (stored now), ``direct_requests``."""
+        batches = self.batches.all()
+        with self.lock:
+            return {"batches": batches, "files": len(self.files.files), "direct_requests": self.direct_requests}
+
+    # --- requests -------------------------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, bytes, dict[str, str], str]:
+        """Answer one request: ``(status, body bytes, extra headers, content type)``; raises _Drop."""
+        path, _, query_text = target.partition("?")
+        path = path.rstrip("/")
+        direct = method == "POST" and path in _DIRECT
+        extra: dict[str, str] = {}
+        try:
+            self._check_account(headers)
+            if direct:
+                return self._direct(path, body)
+            return self._route(method, path, query_text, headers, body)
+        except ApiError as exc:
+            extra.update(exc.headers)
+            if direct:
+                with self.limiter._lock:
+                    extra = {**self.limiter._headers(self.config.rpm, self.config.tpm), **extra}
+            return exc.status, json.dumps(exc.body).encode(), extra, "application/json"
+        except _Drop:
+            raise
+        except Exception as exc:  # a simulator bug: answer 500 (and say so) rather than hang up
+            log.exception("simulator error on %s %s", method, path)
+            body = error_body(f"Simulator error: {type(exc).__name__}: {exc}", "server_error", "server_error")
+            return 500, json.dumps(body).encode(), extra, "application/json"
+
+    def _check_account(self, headers: Any) -> None:
+        config = self.config
+        if config.require_api_key is not None:
+            given = (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+            if given != config.require_api_key:
+                shown = f"{given[:3]}***{given[-4:]}" if len(given) > 8 else "(none)" if not given else "***"
+                raise ApiError(
+                    401,
+                    f"Incorrect API key provided: {shown}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    code="invalid_api_key",
+                )
+        if config.insufficient_quota:
+            raise ApiError(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                type_="insufficient_quota",
+                code="insufficient_quota",
+            )
+
+    def _random(self) -> float:
+        if self.config.seed != self._rng_seed:  # a new seed at run time restarts the fault sequence
+            self._rng_seed = self.config.seed
+            self._rng.seed(self._rng_seed)
+        return self._rng.random()
+
+    def _inject_faults(self) -> None:
+        config = self.config
+        if not (config.drop_connection_rate or config.http_500_rate or config.http_429_rate):
+            return
+        with self.lock:
+            draw = self._random()
+        if draw < config.drop_connection_rate:
+            raise _Drop
+        draw -= config.drop_connection_rate
+        if draw < config.http_500_rate:
+            raise ApiError(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                type_="server_error",
+                code="server_error",
+            )
+        draw -= config.http_500_rate
+        if draw < config.http_429_rate:
+            raise ApiError(
+                429,
+                "Rate limit reached (simulated). Please try again in 1s.",
+                type_="requests",
+                code="rate_limit_exceeded",
+                headers={"retry-after": "1", "retry-after-ms": "1000"},
+            )
+
+    def _direct(self, endpoint: str, raw: bytes) -> tuple[int, bytes, dict[str, str], str]:
+        config = self.config
+        with self.lock:
+            self.direct_requests += 1
+        self._inject_faults()
+        if config.latency_ms:
+            time.sleep(config.latency_ms / 1000)
+        body = _json_body(raw)
+        malformed = config.malformed_json_rate > 0 and self._random() < config.malformed_json_rate
+        answer, prompt_tokens = self.answerer.answer(endpoint, body, malformed)
+        requested = prompt_tokens
+        for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            if isinstance(body.get(key), int):
+                requested += body[key] * (body.get("n") or 1 if isinstance(body.get("n"), int) else 1)
+                break
+        headers = self.limiter.admit(config.rpm, config.tpm, requested)
+        return 200, json.dumps(answer).encode(), headers, "application/json"
+
+    def _route(self, method: str, path: str, query_text: str, headers: Any, raw: bytes) -> tuple[int, bytes, dict, str]:
+        parts = path.split("/")[1:]  # "/v1/files/x/content" -> ["v1", "files", "x", "content"]
+        if len(parts) < 2 or parts[0] != "v1":
+            raise ApiError(404, f"Invalid URL ({method} {path})")
+        resource, rest = parts[1], parts[2:]
+        query = dict(urllib.parse.parse_qsl(query_text))
+        if resource == "models" and method == "GET":
+            return _ok(self._models(rest))
+        config = self.config
+        enabled = {"files": config.files_api_enabled, "batches": config.batches_api_enabled}
+        if not enabled.get(resource):
+            raise ApiError(404, f"Invalid URL ({method} {path})")
+        if config.batch_api_faults:
+            self._inject_faults()
+        if resource == "files":
+            return self._files(method, path, rest, query, headers, raw)
+        return self._batches(method, path, rest, query, raw)
+
+    def _models(self, rest: list[str]) -> Any:
+        if not rest:
+            return {"object": "list", "data": [model_object(m) for m in MODELS]}
+        model = "/".join(rest)
+        if model not in MODELS:
+            raise ApiError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
+        return model_object(model)
+
+    def _files(self, method: str, path: str, rest: list[str], query: dict, headers: Any, raw: bytes) -> tuple:
+        if method == "POST" and not rest:
+            content_type = headers.get("Content-Type") or ""
+            with self.lock:
+                return _ok(self.files.upload(content_type, raw))
+        if method == "GET" and not rest:
+            with self.lock:
+                return _ok(self.files.list(query))
+        if method == "GET" and len(rest) == 1:
+            with self.lock:
+                return _ok(self.files.get(rest[0]).to_api())
+        if method == "GET" and len(rest) == 2 and rest[1] == "content":
+            with self.lock:
+                data = self.files.get(rest[0]).data
+            return 200, data, {}, "application/octet-stream"
+        if method == "DELETE" and len(rest) == 1:
+            with self.lock:
+                return _ok(self.files.delete(rest[0]))
+        raise ApiError(404, f"Invalid URL ({method} {path})")
+
+    def _batches(self, method: str, path: str, rest: list[str], query: dict, raw: bytes) -> tuple:
+        if method == "POST" and not rest:
+            return _ok(self.batches.create(_json_body(raw)))
+        if method == "GET" and not rest:
+            return _ok(self.batches.list(query))
+        if method == "GET" and len(rest) == 1:
+            return _ok(self.batches.retrieve(rest[0]))
+        if method == "POST" and len(rest) == 2 and rest[1] == "cancel":
+            return _ok(self.batches.cancel(rest[0]))
+        raise ApiError(404, f"Invalid URL ({method} {path})")
+
+
+def _ok(payload: Any) -> tuple[int, bytes, dict[str, str], str]:
+    return 200, json.dumps(payload).encode(), {}, "application/json"
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request. Send a JSON object with Content-Type: application/json.",
+        )
+    return body
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() closes the connections itself; idle keep-alive threads must not block it
+    request_queue_size = 256
+    simulator: Simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up (or that we drop on purpose) are normal here, not worth a traceback
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "gpt-batch-api-simulator"
+    sys_version = ""
+    timeout = 120  # an idle keep-alive connection is closed after this many seconds
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        sim = self.server.simulator
+        with sim.lock:
+            sim._connections.add(self.connection)
+
+    def finish(self) -> None:
+        sim = self.server.simulator
+        with sim.lock:
+            sim._connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self, method: str) -> None:
+        body = self._read_body()
+        try:
+            status, payload, headers, content_type = self.server.simulator.handle(method, self.path, self.headers, body)
+        except _Drop:
+            self.close_connection = True
+            return
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(payload)}",
+            f"x-request-id: {new_id('req_')}",
+        ]
+        lines.extend(f"{key}: {value}" for key, value in headers.items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
