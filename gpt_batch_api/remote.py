@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
-from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError
+from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
 from .requester_state import BatchState, BatchStatus, RemoteInfo
@@ -133,6 +133,9 @@ class RemoteMixin:
 
     def push_batches(self: GPTRequester) -> int:
         """Push local batches while the remote, session and task limits allow; returns how many were pushed."""
+        if self.opts.force_direct:
+            self._convert_local_to_direct()  # e.g. batches cut by an earlier run without --force_direct
+            return 0
         pushed = 0
         for batch in self.S.batches_in(BatchStatus.LOCAL):
             if self.stop_check():
@@ -148,7 +151,20 @@ class RemoteMixin:
             pushed += 1
         return pushed
 
+    def _check_batch_file(self: GPTRequester, batch: BatchState) -> None:
+        """Refuse to upload (and pay for) a local batch file that was damaged since it was written."""
+        path = self.layout.batch_input(batch.id)
+        size = path.stat().st_size if path.exists() else -1
+        if size != batch.size:
+            raise TaskFileError(
+                f"{path} has {max(size, 0)} bytes but was written with {batch.size}: it was truncated or changed "
+                "outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop the pending batches with "
+                "--wipe_requests.",
+                str(path),
+            )
+
     def _push(self: GPTRequester, batch: BatchState) -> None:
+        self._check_batch_file(batch)
         batch.status = BatchStatus.PUSHING
         batch.push_started_at = time.time()
         self.commit()

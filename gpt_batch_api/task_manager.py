@@ -287,11 +287,12 @@ class TaskManager:
                 progress += gr.push_batches()
                 progress += gr.run_direct_batches(self._process_result)
             self._emit_status()
-            if generated_all and not gr.has_unfinished_work:
+            if gr.opts.only_process:
+                if not gr.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED):
+                    log.info("No unfinished remote batches left to process (--only_process)")
+                    return False
+            elif generated_all and not gr.has_unfinished_work:
                 return self._finish()
-            if gr.opts.only_process and not gr.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED):
-                log.info("No unfinished remote batches left to process (--only_process)")
-                return False
             if progress:
                 delay = FIRST_POLL_DELAY
                 continue

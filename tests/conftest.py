@@ -1,0 +1,11 @@
+"""Test-wide settings: wandb never reaches its servers, and nothing reads a real OpenAI key."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["WANDB_SILENT"] = "true"
+os.environ["WANDB_DISABLE_STATS"] = "true"
+os.environ.pop("OPENAI_API_KEY", None)  # a test must never spend a user's money
+os.environ.pop("OPENAI_BASE_URL", None)
