@@ -104,7 +104,7 @@ class ProgressDisplay:
     def _on_generation(self, fields: dict[str, Any]) -> None:
         total = fields.get("total")
         if self._generation is None:
-            self._generation = self._bar("Generating requests", total, "sample", leave=True)
+            self._generation = self._bar("Generating requests", total, " samples", leave=True)
         self._set(self._generation, fields.get("done") or 0, total)
 
     def _on_remote(self, batches: list[dict[str, Any]]) -> None:
@@ -119,7 +119,7 @@ class ProgressDisplay:
             total_all += total or 0
             bar = self._remote.get(batch_id)
             if bar is None:
-                bar = self._remote[batch_id] = self._bar(f"Batch {batch_id}", total, "req", leave=False)
+                bar = self._remote[batch_id] = self._bar(f"Batch {batch_id}", total, " req", leave=False)
             bar.set_postfix_str(str(info.get("status") or ""), refresh=False)
             self._set(bar, done, total)
         for batch_id in [b for b in self._remote if b != _OVERALL and b not in seen]:
@@ -132,7 +132,7 @@ class ProgressDisplay:
             return
         if overall is None:
             # Created after the first per-batch bar so it keeps its place when batch bars come and go.
-            overall = self._remote[_OVERALL] = self._bar("Remote batches", total_all or None, "req", leave=False)
+            overall = self._remote[_OVERALL] = self._bar("Remote batches", total_all or None, " req", leave=False)
         overall.set_postfix_str(f"{len(batches)} batches", refresh=False)
         self._set(overall, done_all, total_all or None)
 
@@ -141,7 +141,7 @@ class ProgressDisplay:
         total = fields.get("total")
         bar = self._direct.get(batch_id)
         if bar is None:
-            bar = self._direct[batch_id] = self._bar(f"Direct batch {batch_id}", total, "req", leave=False)
+            bar = self._direct[batch_id] = self._bar(f"Direct batch {batch_id}", total, " req", leave=False)
         self._set(bar, fields.get("done") or 0, total)
         if total is not None and bar.n >= total:
             bar.close()

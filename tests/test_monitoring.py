@@ -340,6 +340,7 @@ def _logged_metric_names(tmp_path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # wandb-workspaces still uses pydantic v1 validators
 def test_view_has_panels_for_every_logged_metric(tmp_path: Path) -> None:
     from gpt_batch_api.wandb_configure_view import build_workspace, describe, view_metrics
 
@@ -388,3 +389,44 @@ def test_view_cli_prints_offline_and_fails_fast_without_server(tmp_path: Path) -
 
     proc, _ = _view_cli(tmp_path, "--src_nw", "abc", WANDB_BASE_URL="http://127.0.0.1:1")
     assert proc.returncode == 1 and "--src_nw needs --src_entity" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_task_run_logs_to_offline_wandb_without_the_key(
+    wandb_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+    from .support.helpers import FAST_BATCHES
+    from .support.numbers_task import NumbersTask
+
+    key = "sk-plantedE2Ekey0123456789abcdefgh"
+    run_dir = tmp_path / "wandb_runs"
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        task = NumbersTask(
+            str(tmp_path / "task"),
+            120,
+            chunk=40,
+            wandb=True,
+            wandb_dir=str(run_dir),
+            progress=True,
+            client_base_url=sim.base_url,
+            openai_api_key=key,
+            min_batch_requests=10,
+            max_batch_requests=50,
+        )
+        assert task.run() is True
+    out = capsys.readouterr().out
+    assert "Generating requests" in out and "Remote batches" in out
+
+    run = _read_run(run_dir)
+    assert run.group == "NumbersTask"
+    last = run.history[max(run.history)]
+    assert last["Task/samples_succeeded"] == 120 and last["Task/pushed_batches"] == 3
+    assert sum(row.get("Result/requests", 0) for row in run.history.values()) == 120
+    assert run.summary["Run/status"] == "complete"
+    assert run.config["task"] == "NumbersTask" and run.config["max_batch_requests"] == 50
+    for path in (p for p in run_dir.rglob("*") if p.is_file()):
+        assert key.encode() not in path.read_bytes(), f"API key leaked into {path}"
