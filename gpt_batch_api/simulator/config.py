@@ -45,6 +45,11 @@ class SimulatorConfig:
     require_api_key: str | None = None  # if set, any other (or no) bearer key answers 401 invalid_api_key
     seed: int = 0  # seed of injected faults and generated answers (same seed, same run)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "seed":  # every assignment of a seed (even the same one) restarts the random sequences
+            object.__setattr__(self, "seed_generation", getattr(self, "seed_generation", 0) + 1)
+
     def __post_init__(self) -> None:
         for name in ("validating_s", "in_progress_s", "finalizing_s", "latency_ms", "rpm", "tpm"):
             if getattr(self, name) < 0:

@@ -61,7 +61,7 @@ class Simulator:
         self.limiter = RateLimiter()
         self.direct_requests = 0
         self._rng = random.Random(self.config.seed)
-        self._rng_seed = self.config.seed
+        self._rng_generation = getattr(self.config, "seed_generation", 0)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -163,9 +163,10 @@ class Simulator:
             )
 
     def _random(self) -> float:
-        if self.config.seed != self._rng_seed:  # a new seed at run time restarts the fault sequence
-            self._rng_seed = self.config.seed
-            self._rng.seed(self._rng_seed)
+        generation = getattr(self.config, "seed_generation", 0)
+        if generation != self._rng_generation:  # a seed set at run time restarts the fault sequence
+            self._rng_generation = generation
+            self._rng.seed(self.config.seed)
         return self._rng.random()
 
     def _inject_faults(self) -> None:
@@ -202,7 +203,10 @@ class Simulator:
         if config.latency_ms:
             time.sleep(config.latency_ms / 1000)
         body = _json_body(raw)
-        malformed = config.malformed_json_rate > 0 and self._random() < config.malformed_json_rate
+        malformed = False
+        if config.malformed_json_rate > 0:
+            with self.lock:
+                malformed = self._random() < config.malformed_json_rate
         answer, prompt_tokens = self.answerer.answer(endpoint, body, malformed)
         requested = prompt_tokens
         for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
@@ -328,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             chunks = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
@@ -338,8 +342,41 @@ class _Handler(BaseHTTPRequestHandler):
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def handle_one_request(self) -> None:
+        """Read one request and answer it. Headers are parsed by hand: the email parser that
+        http.server uses costs more than all of the simulator's own work on a chat request."""
+        try:
+            line = self.rfile.readline(65537)
+            if not line:
+                self.close_connection = True
+                return
+            parts = line.decode("latin-1").split()
+            if len(parts) != 3 or len(line) > 65536:
+                self.close_connection = True
+                self._write(
+                    400, json.dumps(error_body("Malformed HTTP request line.", "invalid_request_error")).encode()
+                )
+                return
+            method, self.path, version = parts
+            self.command, self.request_version = method, version
+            headers = _Headers()
+            while True:
+                raw = self.rfile.readline(65537)
+                if raw in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = raw.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.headers = headers  # type: ignore[assignment]
+            connection = headers.get("connection", "").lower()
+            self.close_connection = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
+            if headers.get("expect", "").lower() == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._serve(method)
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
 
     def _serve(self, method: str) -> None:
         body = self._read_body()
@@ -348,22 +385,25 @@ class _Handler(BaseHTTPRequestHandler):
         except _Drop:
             self.close_connection = True
             return
+        self._write(status, payload, headers, content_type)
+
+    def _write(
+        self, status: int, payload: bytes, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> None:
         lines = [
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
             f"Content-Type: {content_type}",
             f"Content-Length: {len(payload)}",
             f"x-request-id: {new_id('req_')}",
         ]
-        lines.extend(f"{key}: {value}" for key, value in headers.items())
+        lines.extend(f"{key}: {value}" for key, value in (headers or {}).items())
         if self.close_connection:
             lines.append("Connection: close")
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve("POST")
+class _Headers(dict):
+    """Request headers by lower-cased name; ``get`` ignores case like http.server's headers."""
 
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._serve("DELETE")
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
