@@ -1,0 +1,123 @@
+"""Crash safety of the whole task with real subprocesses and real signals.
+
+A task run is killed (SIGKILL) or interrupted (SIGINT) many times at random moments, and at every named
+crash point, then rerun to completion. Afterwards every sample has exactly one output record, the task
+state agrees with the output, no local batch was pushed twice, and no stray temp files remain.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
+
+OPTIONS = {
+    "min_batch_requests": 20,
+    "max_batch_requests": 60,
+    "max_direct_requests": 15,
+    "remote_update_interval": 0.5,
+}
+
+
+def pushed_batch_keys(sim: Simulator) -> list[tuple[str, str]]:
+    keys = []
+    for batch in sim.stats()["batches"]:
+        metadata = batch.get("metadata") or {}
+        keys.append((metadata.get("gpt_batch_api_task"), metadata.get("gpt_batch_api_batch")))
+    return keys
+
+
+def assert_exactly_once(sim: Simulator) -> None:
+    keys = pushed_batch_keys(sim)
+    duplicates = [key for key, count in Counter(keys).items() if count > 1]
+    assert not duplicates, f"local batches pushed twice: {duplicates}"
+
+
+def assert_no_temp_files(task_dir) -> None:
+    stray = [p.name for p in task_dir.iterdir() if ".tmp" in p.name or p.name.endswith("_journal.json")]
+    assert not stray, stray
+
+
+def wait_until_running(task_dir, proc, timeout: float = 30.0) -> None:
+    """Wait until ``proc`` holds the task lock (its signal handling is installed by then)."""
+    holder = task_dir / "numbers.lock.holder"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if holder.exists() and f"pid {proc.pid} " in holder.read_text():
+            return
+        time.sleep(0.02)
+
+
+def finish(task_dir, sim, num, options, **kw) -> str:
+    proc = run_numbers_subprocess(task_dir, sim.base_url, num, options, **kw)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "push_after_mark",
+        "push_after_upload",
+        "push_after_create",
+        "remote_after_download",
+        "process_before_commit",
+        "process_after_commit",
+        "txn_after_stage",
+        "txn_after_journal",
+        "txn_mid_apply",
+        "txn_before_journal_remove",
+        "requester_before_commit",
+        "direct_after_result",
+    ],
+)
+def test_crash_at_each_point_then_resume(tmp_path, point):
+    options = {**OPTIONS, "force_direct": True} if point.startswith("direct") else OPTIONS
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        num = 90
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, num, options, env={"GPT_BATCH_API_CRASH_POINT": point})
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 137, f"crash point {point} was never reached:\n{out[-2000:]}"
+        finish(tmp_path, sim, num, options)
+        assert_complete(tmp_path, num)
+        assert_exactly_once(sim)
+        assert_no_temp_files(tmp_path)
+
+
+def test_random_kills_and_interrupts_lose_and_duplicate_nothing(tmp_path):
+    rng = random.Random(1234)
+    # Batches take a few seconds, so that kills land in every phase: generation, push, wait, processing.
+    config = SimulatorConfig(validating_s=0.3, in_progress_s=2.5, finalizing_s=0.2, latency_ms=5)
+    config.error_line_rate = 0.03
+    with Simulator(config) as sim:
+        num, kills, interrupts = 300, 0, 0
+        for round_num in range(14):
+            proc = run_numbers_subprocess(tmp_path, sim.base_url, num, OPTIONS, chunk=25)
+            time.sleep(rng.uniform(0.3, 1.5))
+            if proc.poll() is not None:
+                out = proc.stdout.read()
+                assert proc.returncode == 0, out[-3000:]
+                break
+            if round_num % 3 == 2:
+                wait_until_running(tmp_path, proc)  # a Ctrl+C during Python start-up is just a traceback
+                proc.send_signal(signal.SIGINT)
+                interrupts += 1
+                out, _ = proc.communicate(timeout=60)
+                assert proc.returncode in (0, 130), out[-3000:]
+            else:
+                proc.kill()
+                kills += 1
+                proc.communicate(timeout=30)
+        finish(tmp_path, sim, num, OPTIONS, chunk=25)
+        assert kills >= 3
+        assert_complete(tmp_path, num)
+        assert_exactly_once(sim)
+        assert_no_temp_files(tmp_path)
