@@ -46,7 +46,8 @@ def assert_no_temp_files(task_dir) -> None:
 
 
 def wait_until_running(task_dir, proc, timeout: float = 30.0) -> None:
-    """Wait until ``proc`` holds the task lock (its signal handling is installed by then)."""
+    """Wait until ``proc`` holds the task lock (its signal handling is installed by then; a Ctrl+C during
+    Python's start-up would just be a traceback, and a kill then tests nothing)."""
     holder = task_dir / "numbers.lock.holder"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -95,19 +96,19 @@ def test_crash_at_each_point_then_resume(tmp_path, point):
 def test_random_kills_and_interrupts_lose_and_duplicate_nothing(tmp_path):
     rng = random.Random(1234)
     # Batches take a few seconds, so that kills land in every phase: generation, push, wait, processing.
-    config = SimulatorConfig(validating_s=0.3, in_progress_s=2.5, finalizing_s=0.2, latency_ms=5)
+    config = SimulatorConfig(validating_s=0.3, in_progress_s=8.0, finalizing_s=0.2, latency_ms=5)
     config.error_line_rate = 0.03
     with Simulator(config) as sim:
         num, kills, interrupts = 300, 0, 0
         for round_num in range(14):
             proc = run_numbers_subprocess(tmp_path, sim.base_url, num, OPTIONS, chunk=25)
-            time.sleep(rng.uniform(0.3, 1.5))
+            wait_until_running(tmp_path, proc)
+            time.sleep(rng.uniform(0.05, 1.2))
             if proc.poll() is not None:
                 out = proc.stdout.read()
                 assert proc.returncode == 0, out[-3000:]
                 break
             if round_num % 3 == 2:
-                wait_until_running(tmp_path, proc)  # a Ctrl+C during Python start-up is just a traceback
                 proc.send_signal(signal.SIGINT)
                 interrupts += 1
                 out, _ = proc.communicate(timeout=60)
