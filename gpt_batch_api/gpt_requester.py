@@ -86,6 +86,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         )
         self._client = client
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
+        self._dry_planned = -1  # queue size the dry-run plan was last shown for
         self.S = RequesterState(endpoint=self.endpoint.path)
         self.session = Amounts()  # pushed (remote or direct) during this session
         self.session_processed_failed = 0  # failed batches force-processed this session
@@ -340,7 +341,9 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         batch, run through the direct API.
         """
         if self.dryrun:
-            self._dry_plan()
+            if flush and self._dry_planned != self.S.queue.num_requests:  # show the plan once, when complete
+                self._dry_planned = self.S.queue.num_requests
+                self._dry_plan()
             return 0
         made = 0
         while self.S.queue.num_requests > 0:
@@ -432,7 +435,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         """Dry run: log the batches the queue would be cut into, changing nothing."""
         direct = self.opts.force_direct
         limit = self.limits.direct if direct else self.limits.batch
-        acc, number = Amounts(), 0
+        acc, number = Amounts(), self.S.next_batch_id - 1
 
         def report() -> None:
             kind = "direct" if direct or acc.requests < self.limits.min_batch_requests else "Batch API"
