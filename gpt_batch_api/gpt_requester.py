@@ -362,6 +362,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 records, end, full = self._take(self.limits.direct)
             if direct and not full and not flush:
                 break
+            if not records:
+                break  # the session or task budget is spent: nothing more can be sent in this run
             self._create_batch(records, end, direct=direct)
             made += 1
         if made:
@@ -381,6 +383,10 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         for record_end, record in self.queue_records():
             cost = record["cd"] if limit is self.limits.direct else record["cb"]
             nxt = acc + Amounts(1, record["ti"], cost, record["size"])
+            if self.spend_blocker(nxt) is not None:
+                # Trim the batch to what this session/task may still spend, so that a small budget
+                # (e.g. --max_session_requests 10 for a first look) still sends that many requests.
+                return records, end, True
             exceeded = limit.exceeded_by(nxt, self.limits.max_token_safety, self.limits.max_mb_safety)
             if exceeded:
                 if not records:

@@ -15,7 +15,7 @@ from .requester_options import RequesterOptions
 
 __all__ = ["add_task_arguments", "task_kwargs"]
 
-_REQUESTER_HELP: dict[str, str] = {
+_REQUESTER_HELP: dict[str, str | None] = {
     "dryrun": "Plan without side effects: no API calls, no file changes; prints what would happen",
     "only_process": "Only wait for and process batches already in flight; generate and push nothing new",
     "process_failed_batches": "Process (and clear) failed batches: <0 all, 0 none, N at most N this session",

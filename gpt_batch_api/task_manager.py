@@ -17,6 +17,7 @@ consistent task: on restart a batch is processed exactly once, and no sample is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -79,8 +80,8 @@ class TaskManager:
         self.reinit_meta = reinit_meta
         self.init_meta = dict(init_meta or {})
         self.progress = progress
-        self.wandb_options = {
-            "enabled": wandb,
+        self.wandb_enabled = wandb
+        self.wandb_options: dict[str, str | None] = {
             "dir": wandb_dir,
             "entity": wandb_entity,
             "project": wandb_project,
@@ -185,7 +186,7 @@ class TaskManager:
         monitors = self._start_monitors()
         status = "error"
         try:
-            with StopMonitor() as stop:
+            with self._logs_around_bars(monitors), StopMonitor() as stop:
                 self._stop = stop
                 self.GR.stop_check = lambda: stop.stop_requested
                 with self.GR:
@@ -254,7 +255,9 @@ class TaskManager:
     def _wipe_task(self) -> None:
         log.warning("Wiping the whole task: all progress and results are forgotten (--wipe_task)")
         self.GR.wipe_requests()
-        self.T = TaskState(meta=dict(self.init_meta))
+        # The meta stays as it was (it changes only with --reinit_meta), so tuning done before a wipe is kept.
+        keep = self.T.meta and not self.reinit_meta
+        self.T = TaskState(meta=dict(self.T.meta if keep else self.init_meta))
         if not self.GR.dryrun:
             with Transaction(self.GR.layout.journal) as txn:
                 self.D.wipe(txn)
@@ -362,6 +365,15 @@ class TaskManager:
         options.pop("openai_api_key", None)
         return {"task": type(self).__name__, "meta": self.T.meta, **options}
 
+    @staticmethod
+    def _logs_around_bars(monitors: list[Any]) -> contextlib.AbstractContextManager[Any]:
+        """While progress bars are drawn, log lines are printed above them instead of through them."""
+        if any(getattr(m, "enabled", False) for m in monitors):
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            return logging_redirect_tqdm()
+        return contextlib.nullcontext()
+
     def _start_monitors(self) -> list[Any]:
         monitors: list[Any] = []
         from .progress import ProgressDisplay
@@ -369,7 +381,7 @@ class TaskManager:
         display = ProgressDisplay(enabled=self.progress)
         self.events.subscribe(display.handle)
         monitors.append(display)
-        wandb_enabled = self.wandb_options["enabled"]
+        wandb_enabled = self.wandb_enabled
         if (wandb_enabled is None or wandb_enabled) and not self.GR.dryrun and self.run_flag:
             from .wandb_monitor import WandbMonitor
 

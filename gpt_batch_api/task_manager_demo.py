@@ -96,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                 extra["wandb"] = False  # a local demo should not need a wandb account; --wandb turns it on
         task = make_task(args, extra)
         done = task.run()
+        if args.dryrun:
+            log.info("Dry run finished: nothing was sent and no file was written")
+            return 0
         if args.run:
-            log.info("Task %s. Files are in %s", "complete" if done else "not complete yet", args.task_dir)
-        return 0 if done or not args.run else 3
+            state = "complete" if done else "paused (see above why); rerun the same command to continue"
+            log.info("Task %s. Files are in %s", state, args.task_dir)
+        return 0  # complete or paused by a limit: both are normal ends of a run
     except StopRequested:
         return 130
     except GPTBatchError as exc:
