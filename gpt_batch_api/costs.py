@@ -1,0 +1,62 @@
+"""Prices: predicted cost of a request before sending it, and true cost from the API's ``usage``.
+
+Prices are per million tokens. Cached input tokens are billed at the cached rate; in the Batch API the
+cached rate gets the same discount as other batch input (cached x batch/direct input price).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["TokenCoster", "UsageCost"]
+
+
+@dataclasses.dataclass
+class UsageCost:
+    input_tokens: int = 0  # all prompt tokens, cached ones included
+    cached_tokens: int = 0
+    output_tokens: int = 0  # reasoning tokens included
+    reasoning_tokens: int = 0
+    input_cost: float = 0.0
+    output_cost: float = 0.0
+
+    @property
+    def total_cost(self) -> float:
+        return self.input_cost + self.output_cost
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenCoster:
+    cost_input_direct_mtoken: float = 2.5
+    cost_input_cached_mtoken: float = 1.25
+    cost_input_batch_mtoken: float = 1.25
+    cost_output_direct_mtoken: float = 10.0
+    cost_output_batch_mtoken: float = 5.0
+
+    def input_cost(self, tokens: int, *, batch: bool) -> float:
+        return tokens * (self.cost_input_batch_mtoken if batch else self.cost_input_direct_mtoken) / 1e6
+
+    def output_cost(self, tokens: int, *, batch: bool) -> float:
+        return tokens * (self.cost_output_batch_mtoken if batch else self.cost_output_direct_mtoken) / 1e6
+
+    def predicted_cost(self, input_tokens: int, output_tokens: int, *, batch: bool) -> float:
+        return self.input_cost(input_tokens, batch=batch) + self.output_cost(output_tokens, batch=batch)
+
+    def cached_price(self, *, batch: bool) -> float:
+        if not batch or not self.cost_input_direct_mtoken:
+            return self.cost_input_cached_mtoken
+        return self.cost_input_cached_mtoken * self.cost_input_batch_mtoken / self.cost_input_direct_mtoken
+
+    def usage_cost(self, usage: dict[str, Any] | None, *, batch: bool) -> UsageCost:
+        """True cost of one response from its ``usage`` (chat, responses or embeddings shape)."""
+        usage = usage or {}
+        prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
+        output = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
+        in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+        cached = min(prompt, int(in_details.get("cached_tokens", 0) or 0))
+        reasoning = int(out_details.get("reasoning_tokens", 0) or 0)
+        uncached_price = self.cost_input_batch_mtoken if batch else self.cost_input_direct_mtoken
+        input_cost = ((prompt - cached) * uncached_price + cached * self.cached_price(batch=batch)) / 1e6
+        return UsageCost(prompt, cached, output, reasoning, input_cost, self.output_cost(output, batch=batch))
