@@ -216,6 +216,8 @@ class ProcessingMixin:
         totals.succeeded += stats.num_success + stats.num_warnings
         totals.failed += sum(1 for i in result.infos.values() if i.err_info is not None and not i.retry)
         totals.retried += stats.num_retries
+        for subtype, count in stats.error_subtypes.items():
+            totals.errors_by_type[subtype] = totals.errors_by_type.get(subtype, 0) + count
         totals.prompt_tokens += stats.prompt_tokens
         totals.completion_tokens += stats.completion_tokens
         totals.cached_tokens += stats.cached_tokens

@@ -102,6 +102,7 @@ class Totals(_Model):
     assumed_output_tokens: int = 0
     true_cost_batch: float = 0.0
     true_cost_direct: float = 0.0
+    errors_by_type: dict[str, int] = pydantic.Field(default_factory=dict)  # error subtype -> results
 
 
 class RequesterState(_Model):

@@ -52,6 +52,8 @@ def status_report(task: TaskManager) -> str:
     lines += [
         f"  processed: {totals.processed_requests} requests, {totals.succeeded} ok, {totals.retried} retried, "
         f"{totals.failed} failed for good",
+        "  errors by type: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(totals.errors_by_type.items(), key=lambda kv: -kv[1])) or "none"),
         f"  tokens: {totals.prompt_tokens} prompt ({totals.cached_tokens} cached), {totals.completion_tokens} "
         f"completion ({totals.reasoning_tokens} reasoning)",
         f"  cost: true {true_cost:.4f} (batch {totals.true_cost_batch:.4f}, direct {totals.true_cost_direct:.4f}), "
@@ -60,7 +62,8 @@ def status_report(task: TaskManager) -> str:
         f"    task: {_left(limits.task.requests, totals.pushed_requests)} requests, "
         f"{_left(limits.task.ktokens, totals.pushed_tokens / 1000)} ktokens, "
         f"{_left(limits.task.cost, totals.pushed_cost)} cost",
-        f"    session: {_left(limits.session.requests, 0)} requests, {_left(limits.session.cost, 0)} cost",
+        f"    session (a new run): {_left(limits.session.requests, 0)} requests, "
+        f"{_left(limits.session.ktokens, 0)} ktokens, {_left(limits.session.cost, 0)} cost",
         f"    remote: {limits.max_remote_batches - len(S.batches_in(BatchStatus.REMOTE))} batches",
     ]
     return "\n".join(lines)
