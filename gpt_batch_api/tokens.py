@@ -115,12 +115,12 @@ class TokenEstimator:
                     self._content(value, enc, model, result)
                 elif key == "name":
                     result.fixed += per_name
-                    result.text += len(enc.encode(str(value)))
+                    result.text += _count(enc, str(value))
                 elif key == "tool_calls":
-                    result.text += len(enc.encode(json.dumps(value, separators=(",", ":"))))
+                    result.text += _count(enc, json.dumps(value, separators=(",", ":")))
                     result.exact = False
                 elif isinstance(value, str):
-                    result.text += len(enc.encode(value))
+                    result.text += _count(enc, value)
             result.roles[role] = result.roles.get(role, 0) + result.text + result.image + result.fixed - before
         if payload.get("tools"):
             result.tools = self._tools([t for t in payload["tools"] if t.get("type") == "function"], model)
@@ -134,19 +134,19 @@ class TokenEstimator:
 
     def _content(self, content: Any, enc: tiktoken.Encoding, model: str, result: InputTokens) -> None:
         if isinstance(content, str):
-            result.text += len(enc.encode(content))
+            result.text += _count(enc, content)
             return
         for part in content or ():
             kind = part.get("type")
             if kind in ("text", "input_text", "output_text"):
-                result.text += len(enc.encode(part.get("text", "")))
+                result.text += _count(enc, part.get("text", ""))
             elif kind in ("image_url", "input_image"):
                 image = part.get("image_url")
                 url = image.get("url", "") if isinstance(image, dict) else str(image or "")
                 detail = (image.get("detail") if isinstance(image, dict) else None) or part.get("detail") or "auto"
                 result.image += self._image(url, detail, model, result)
             else:
-                result.text += len(enc.encode(json.dumps(part, separators=(",", ":"))))
+                result.text += _count(enc, json.dumps(part, separators=(",", ":")))
                 result.exact = False
 
     def _image(self, url: str, detail: str, model: str, result: InputTokens) -> int:
@@ -174,7 +174,7 @@ class TokenEstimator:
         result = InputTokens(fixed=3)
         if payload.get("instructions"):
             result.fixed += 3
-            result.text += len(enc.encode(str(payload["instructions"])))
+            result.text += _count(enc, str(payload["instructions"]))
             result.roles["developer"] = result.text + 3
         items = payload.get("input", "")
         if isinstance(items, str):
@@ -185,9 +185,9 @@ class TokenEstimator:
             result.fixed += 3
             if "content" in item:
                 self._content(item["content"], enc, model, result)
-                result.text += len(enc.encode(role))
+                result.text += _count(enc, role)
             else:
-                result.text += len(enc.encode(json.dumps(item, separators=(",", ":"))))
+                result.text += _count(enc, json.dumps(item, separators=(",", ":")))
                 result.exact = False
             result.roles[role] = result.roles.get(role, 0) + result.text + result.image + result.fixed - before
         tools = [{"function": t} if "function" not in t else t for t in payload.get("tools", ()) if t.get("name")]
@@ -203,12 +203,12 @@ class TokenEstimator:
         data = payload.get("input", "")
         enc = get_encoding("cl100k_base") if model.startswith("text-embedding") else self._encoding(model)
         if isinstance(data, str):
-            return InputTokens(text=len(enc.encode(data)))
+            return InputTokens(text=_count(enc, data))
         if data and isinstance(data[0], int):
             return InputTokens(text=len(data))
         total = 0
         for item in data:
-            total += len(item) if isinstance(item, list) else len(enc.encode(str(item)))
+            total += len(item) if isinstance(item, list) else _count(enc, str(item))
         return InputTokens(text=total)
 
     # ------------------------------------------------------------------ output
@@ -224,6 +224,19 @@ class TokenEstimator:
             limit = DEFAULT_MAX_OUTPUT_TOKENS
         n = int(payload.get("n") or 1) if endpoint == "/chat/completions" else 1
         return round(int(limit) * self.assumed_completion_ratio * n)
+
+
+def _count(enc: tiktoken.Encoding, text: str) -> int:
+    """Tokens of ``text`` as the API counts user text (special-token strings are plain text there)."""
+    if len(text) <= 24:
+        return _count_short(enc.name, text)
+    return len(enc.encode_ordinary(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _count_short(encoding_name: str, text: str) -> int:
+    """Roles, names and short values repeat in every request: count each once."""
+    return len(get_encoding(encoding_name).encode_ordinary(text))
 
 
 @functools.lru_cache(maxsize=256)
@@ -255,7 +268,7 @@ def _tool_tokens(tools_json: str, consts: _ToolConstants, encoding_name: str) ->
         function = tool.get("function", tool)
         total += consts.func_init
         desc = str(function.get("description", "")).removesuffix(".")
-        total += len(enc.encode(f"{function.get('name', '')}:{desc}"))
+        total += _count(enc, f"{function.get('name', '')}:{desc}")
         properties = (function.get("parameters") or {}).get("properties") or {}
         if properties:
             total += consts.prop_init
@@ -264,7 +277,7 @@ def _tool_tokens(tools_json: str, consts: _ToolConstants, encoding_name: str) ->
                 if "enum" in prop:
                     total += consts.enum_init
                     for item in prop["enum"]:
-                        total += consts.enum_item + len(enc.encode(str(item)))
+                        total += consts.enum_item + _count(enc, str(item))
                 p_desc = str(prop.get("description", "")).removesuffix(".")
-                total += len(enc.encode(f"{name}:{prop.get('type', 'object')}:{p_desc}"))
+                total += _count(enc, f"{name}:{prop.get('type', 'object')}:{p_desc}")
     return total + consts.func_end

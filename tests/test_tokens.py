@@ -243,3 +243,14 @@ def test_costs_from_prices_and_usage():
     assert batch.total_cost == pytest.approx((976 * 1.25 + 1024 * 0.625 + 500 * 5) / 1e6)
     responses = coster.usage_cost({"input_tokens": 10, "output_tokens": 4}, batch=False)
     assert responses.total_cost == pytest.approx((10 * 2.5 + 4 * 10) / 1e6)
+
+
+def test_tokens_test_tool_reports_zero_difference_on_text_against_the_simulator(capsys):
+    from gpt_batch_api import tokens_test
+
+    assert tokens_test.main(["--simulate"]) == 0
+    out = capsys.readouterr().out
+    assert "exact cases off: none" in out
+    for case in ("text", "names", "multi-part", "unicode"):
+        row = next(line for line in out.splitlines() if line.startswith(case + " "))
+        assert row.split()[-1] == "0"
