@@ -48,8 +48,12 @@ class GPTRequest:
     """
 
     payload: dict[str, Any]
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # None is accepted and becomes {}
     retry_num: int = 0
+
+    def __post_init__(self) -> None:
+        if self.meta is None:
+            object.__setattr__(self, "meta", {})
 
 
 @dataclasses.dataclass(frozen=True)

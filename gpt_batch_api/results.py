@@ -80,7 +80,8 @@ class ResultInfo:
         return self.item.id
 
     @property
-    def meta(self) -> dict[str, Any] | None:
+    def meta(self) -> dict[str, Any]:
+        """The request's ``meta`` as given to GPTRequest (an empty dict if it had none)."""
         return self.item.req.meta
 
     @property

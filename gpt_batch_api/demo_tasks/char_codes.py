@@ -50,6 +50,8 @@ def prompt_for(char: str) -> str:
 
 
 class CharCodesTask(TaskManager):
+    D: DataclassOutputFile[CharCodesOutput]
+
     def __init__(
         self,
         task_dir: str,
@@ -111,7 +113,8 @@ class CharCodesTask(TaskManager):
         written = False
         for info in result.infos.values():
             char = info.meta["char"]
-            answer = info.resp_info.parsed[0] if info.err_info is None and info.resp_info.parsed else None
+            parsed = info.resp_info.parsed if info.resp_info is not None else None
+            answer = parsed[0] if info.err_info is None and parsed else None
             if answer is not None and answer.code_point.upper() != code_point(char):
                 info.request_retry(
                     "TaskSpecific", "WrongCodePoint", f"{char!r} is {code_point(char)}, not {answer.code_point}"

@@ -55,6 +55,8 @@ def load_utterances() -> list[dict[str, str]]:
 
 
 class UtteranceEmotionTask(TaskManager):
+    D: DataclassListOutputFile[UtteranceEmotion]
+
     def __init__(
         self,
         task_dir: str,
@@ -137,8 +139,9 @@ class UtteranceEmotionTask(TaskManager):
         for info in result.infos.values():
             key = info.meta["id"]
             rec = self._record(key)
-            if info.err_info is None and info.resp_info.parsed and info.resp_info.parsed[0] is not None:
-                rec["opinions"].append(info.resp_info.parsed[0].emotion.value)
+            parsed = info.resp_info.parsed if info.resp_info is not None else None
+            if info.err_info is None and parsed and parsed[0] is not None:
+                rec["opinions"].append(parsed[0].emotion.value)
             elif not info.retry:
                 rec["failed"] += 1
             touched.add(key)
@@ -154,7 +157,7 @@ class UtteranceEmotionTask(TaskManager):
                 UtteranceEmotion(
                     key,
                     by_id[key]["text"],
-                    decision.label,
+                    None if decision.label is None else str(decision.label),
                     decision.clear,
                     round(decision.confidence, 3),
                     list(rec["opinions"]),
