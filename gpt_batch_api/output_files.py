@@ -196,6 +196,7 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
                 self.parts[index]["size"] += len(line)
                 self.parts[index]["entries"] += 1
             self._pending = []
+            assert self._appender is not None  # at least one line was written above
             self._appender.flush(fsync=True)
         self.written = False
         return {"parts": [dict(p) for p in self.parts]}

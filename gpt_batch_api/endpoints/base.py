@@ -57,7 +57,7 @@ def _lookup(module_name: str, qualname: str) -> type | None:
     return obj if isinstance(obj, type) else None
 
 
-_class_cache: dict[tuple[str, ...], type] = {}
+_class_cache: dict[tuple[tuple[str, str], ...], type[pydantic.BaseModel]] = {}
 
 
 def resolve_class(spec: ParseSpec) -> type[pydantic.BaseModel]:

@@ -20,7 +20,7 @@ class ChatCompletionsEndpoint(Endpoint):
 
     def prepare(self, payload: dict[str, Any]) -> tuple[dict[str, Any], ParseSpec | None]:
         response_format = payload.get("response_format")
-        if not _is_model_class(response_format):
+        if not isinstance(response_format, type) or not _is_model_class(response_format):
             return payload, None
         body = dict(payload)
         body["response_format"] = type_to_response_format_param(response_format)

@@ -22,7 +22,7 @@ class ResponsesEndpoint(Endpoint):
         if not (isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)):
             return payload, None
         body = {k: v for k, v in payload.items() if k != "text_format"}
-        schema = type_to_response_format_param(cls)["json_schema"]  # type: ignore[index]
+        schema = type_to_response_format_param(cls)["json_schema"]  # type: ignore[index,typeddict-item]
         body["text"] = {
             **(text if isinstance(text, dict) else {}),
             "format": {"type": "json_schema", **schema},

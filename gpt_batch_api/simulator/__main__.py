@@ -23,14 +23,15 @@ def smoke() -> int:
     config = SimulatorConfig(validating_s=0.05, in_progress_s=0.1, finalizing_s=0.05)
     with Simulator(config) as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-smoke", max_retries=0)
-        messages = [{"role": "user", "content": "Say hello."}]
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello."}]
+        )
         if not reply.choices[0].message.content or reply.usage is None:
             print("FAILED: the direct chat answer has no content or no usage", file=sys.stderr)
             return 1
         lines = [
             {"custom_id": f"smoke-{i}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": "gpt-4o-mini", "messages": messages}}
+             "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}}
             for i in range(3)
         ]  # fmt: skip
         data = "".join(json.dumps(line) + "\n" for line in lines).encode()

@@ -9,6 +9,7 @@ validation ends, as OpenAI does.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import random
@@ -157,7 +158,7 @@ class BatchStore:
             "has_more": has_more,
         }
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> builtins.list[dict[str, Any]]:
         with self.lock:
             batches = list(self.batches.values())
         return [self._refresh(batch) for batch in batches]
@@ -248,7 +249,8 @@ class BatchStore:
             order = order[1:] + order[:1]  # always a different order than the input, as the real API often is
         done = round(len(order) * self._done_fraction(batch, status))
         reason = "batch_expired" if status == "expired" else "batch_cancelled"
-        output, errors = [], []
+        output: list[str] = []
+        errors: list[dict[str, Any]] = []
         completed = failed = 0
         usage = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0}
         for position, index in enumerate(order):

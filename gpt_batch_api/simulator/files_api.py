@@ -40,9 +40,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     """Parse a multipart/form-data body into ``{field: (filename or None, value bytes)}``."""
     boundary = None
     for piece in content_type.split(";")[1:]:
-        key, _, value = piece.strip().partition("=")
+        key, _, setting = piece.strip().partition("=")
         if key.lower() == "boundary":
-            boundary = value.strip('"')
+            boundary = setting.strip('"')
     if not content_type.lower().startswith("multipart/form-data") or not boundary:
         raise ApiError(400, "Expected a multipart/form-data body with a boundary (upload the file as a form).")
     fields: dict[str, tuple[str | None, bytes]] = {}

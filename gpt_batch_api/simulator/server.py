@@ -139,8 +139,8 @@ class Simulator:
             raise
         except Exception as exc:  # a simulator bug: answer 500 (and say so) rather than hang up
             log.exception("simulator error on %s %s", method, path)
-            body = error_body(f"Simulator error: {type(exc).__name__}: {exc}", "server_error", "server_error")
-            return 500, json.dumps(body).encode(), extra, "application/json"
+            error = error_body(f"Simulator error: {type(exc).__name__}: {exc}", "server_error", "server_error")
+            return 500, json.dumps(error).encode(), extra, "application/json"
 
     def _check_account(self, headers: Any) -> None:
         config = self.config
@@ -333,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
