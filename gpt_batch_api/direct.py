@@ -99,20 +99,16 @@ class DirectExecutor:
                         return
                     in_flight.add(pool.submit(self._call, path, *nxt))
 
-            fill()
-            while in_flight:
-                finished, _ = cf.wait(in_flight, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    in_flight.discard(future)
-                    try:
-                        line = future.result()
-                    except _Fatal as exc:
-                        if fatal is None:
-                            fatal = exc.error
-                            self._abort.set()
-                        continue
-                    if line is None:  # abandoned while backing off because of a stop
-                        continue
+            def record(future: cf.Future[dict[str, Any]]) -> None:
+                nonlocal fatal
+                try:
+                    line = future.result()
+                except _Fatal as exc:
+                    if fatal is None:
+                        fatal = exc.error
+                        self._abort.set()
+                    line = None
+                if line is not None:  # None: abandoned while backing off because of a stop
                     on_result(line)
                     if line.get("error") or (line.get("response") or {}).get("status_code") != 200:
                         summary.num_error_lines += 1
@@ -120,10 +116,32 @@ class DirectExecutor:
                         summary.num_ok += 1
                     if self.on_progress is not None:
                         self.on_progress(summary.num_ok + summary.num_error_lines, len(pending))
-                if not finished and self.stop_check() and not summary.stopped:
-                    summary.stopped = True
-                    self._abort.set()
+                in_flight.discard(future)  # only once recorded: an interrupt before this records it again
+
+            try:
                 fill()
+                while in_flight:
+                    finished, _ = cf.wait(in_flight, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                    for future in finished:
+                        record(future)
+                    if not finished and self.stop_check() and not summary.stopped:
+                        summary.stopped = True
+                        self._abort.set()
+                    fill()
+            except BaseException:
+                # A second Ctrl+C (KeyboardInterrupt) stops at once, but the calls already sent are paid for
+                # and the pool waits for them anyway: record their answers so they are not bought again.
+                # (A further Ctrl+C while waiting abandons them.)
+                self._abort.set()
+                if in_flight:
+                    log.warning("Stopping at once: recording the %d answers already in flight", len(in_flight))
+                try:
+                    for future in list(in_flight):
+                        if future.done() or not future.cancel():
+                            record(future)
+                except Exception as exc:  # e.g. the disk failed: the original error is the one to report
+                    log.warning("Could not record the answers in flight: %s", exc)
+                raise
         summary.num_transport_retries = self._retries
         summary.seconds = time.monotonic() - started
         if fatal is not None:
@@ -150,9 +168,20 @@ class DirectExecutor:
                 if not retryable or attempt >= self.max_attempts:
                     return _line(custom_id, status, exc.body if exc.body is not None else {"error": exc.message})
                 delay = _retry_after(exc.response) or self._backoff(attempt)
-            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            except openai.APITimeoutError as exc:  # one slow request: its own retries, then an error line
                 if attempt >= self.max_attempts:
-                    return _error_line(custom_id, "connection_error", str(exc))
+                    return _error_line(custom_id, "timeout", str(exc))
+                delay = self._backoff(attempt)
+            except openai.APIConnectionError as exc:
+                if attempt >= self.max_attempts:
+                    # The server is unreachable, not the request at fault: stop without recording an answer
+                    # (which would use up the request's retries); a rerun sends it again.
+                    error = translate_api_error(exc, f"direct call to {path}", str(self.client.base_url))
+                    raise _Fatal(error) from None
+                delay = self._backoff(attempt)
+            except ValueError as exc:  # a 200 whose JSON body was cut or empty (e.g. a proxy dropped it)
+                if attempt >= self.max_attempts:
+                    return _error_line(custom_id, "malformed_response", f"the answer was not valid JSON: {exc}")
                 delay = self._backoff(attempt)
             with self._retries_lock:
                 self._retries += 1

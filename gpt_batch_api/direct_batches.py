@@ -8,6 +8,7 @@ When every request has an answer, the batch is processed exactly like a remote o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from .events import DIRECT_PROGRESS
 from .limits import Amounts
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
-from .store.atomic import crash_point
+from .store.atomic import DISK_ERRNOS, crash_point, disk_error
 from .store.jsonl import read_jsonl
 
 if TYPE_CHECKING:
@@ -108,18 +109,22 @@ class DirectBatchesMixin:
 
             def on_result(line: dict[str, Any]) -> None:
                 nonlocal last_sync
-                journal.write((json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
-                journal.flush()  # in the OS now: survives a kill of this process
-                crash_point("direct_after_result")
-                if time.monotonic() - last_sync >= FSYNC_INTERVAL:
-                    os.fsync(journal.fileno())
-                    last_sync = time.monotonic()
+                try:
+                    journal.write((json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+                    journal.flush()  # in the OS now: survives a kill of this process
+                    crash_point("direct_after_result")
+                    if time.monotonic() - last_sync >= FSYNC_INTERVAL:
+                        os.fsync(journal.fileno())
+                        last_sync = time.monotonic()
+                except OSError as exc:  # a torn last line is dropped by recover_jsonl on the next start
+                    raise disk_error(journal_path, exc) if exc.errno in DISK_ERRNOS else exc from None
 
             try:
                 summary = executor.run(self.endpoint.path, pending, on_result)
             finally:
-                journal.flush()
-                os.fsync(journal.fileno())
+                with contextlib.suppress(OSError):  # a disk error is already on its way up
+                    journal.flush()
+                    os.fsync(journal.fileno())
         if summary.stopped:
             log.info(
                 "Direct batch %d paused with %d of %d answered; rerun to continue",

@@ -38,7 +38,7 @@ from .remote import RemoteMixin
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
-from .store.atomic import cleanup_temp_files, crash_point, fsync_dir
+from .store.atomic import DISK_ERRNOS, cleanup_temp_files, crash_point, disk_error, fsync_dir
 from .store.jsonl import JsonlAppender, read_jsonl, recover_jsonl
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
@@ -526,10 +526,14 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def _write_durably(path: Path, data: bytes) -> None:
     """Write a new file that becomes meaningful only when a later commit refers to it."""
-    with open(path, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # unreferenced: removing it leaves the task as it was
+        raise disk_error(path, exc) if exc.errno in DISK_ERRNOS else exc from None
     fsync_dir(path.parent)
 
 

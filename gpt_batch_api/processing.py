@@ -165,9 +165,9 @@ class ProcessingMixin:
             stats.reasoning_tokens += cost.reasoning_tokens
             stats.true_cost += cost.total_cost
         err = info.err_info
-        if err is not None and err.subtype in ("batch_expired", "batch_cancelled"):
+        if err is not None and not err.counts_as_retry:  # expired/cancelled/vanished batch: not the request's fault
             stats.num_expired += 1
-        elif err is not None and err.subtype == "MissingResult":
+        if err is not None and err.subtype == "MissingResult":
             stats.num_missing += 1
         if err is not None:
             stats.error_subtypes[err.subtype] = stats.error_subtypes.get(err.subtype, 0) + 1

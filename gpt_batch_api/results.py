@@ -124,7 +124,7 @@ class ResultStats:
     num_retryable: int = 0
     num_fatal: int = 0
     num_retries: int = 0  # requests queued again
-    num_expired: int = 0  # batch_expired / batch_cancelled results
+    num_expired: int = 0  # free retries: batch_expired / batch_cancelled lines, results of a vanished batch
     num_missing: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -19,7 +19,7 @@ from ..errors import TaskFileError
 
 TEMP_MARK = ".tmp-"  # every temp file we create contains this in its name
 CRASH_POINT_ENV = "GPT_BATCH_API_CRASH_POINT"
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -62,7 +62,7 @@ def write_temp(target: Path, data: bytes) -> Path:
             os.fsync(file.fileno())
     except OSError as exc:
         Path(name).unlink(missing_ok=True)
-        if exc.errno in _DISK_ERRNOS:
+        if exc.errno in DISK_ERRNOS:
             raise disk_error(target, exc) from None
         raise
     except BaseException:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TaskFileError
-from .atomic import _DISK_ERRNOS, disk_error, fsync_dir
+from .atomic import DISK_ERRNOS, disk_error, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ class JsonlAppender:
     def __init__(self, path: str | os.PathLike[str], committed_size: int = 0) -> None:
         self.path = Path(path)
         existed = self.path.exists()
-        self._file = open(self.path, "ab")  # noqa: SIM115 (closed in close())
+        try:
+            self._file = open(self.path, "ab")  # noqa: SIM115 (closed in close())
+        except OSError as exc:
+            raise disk_error(self.path, exc) if exc.errno in DISK_ERRNOS else exc from None
         size = self._file.seek(0, os.SEEK_END)
         if size < committed_size:
             self._file.close()
@@ -64,7 +67,7 @@ class JsonlAppender:
         try:
             self._file.write(data)
         except OSError as exc:
-            if exc.errno in _DISK_ERRNOS:
+            if exc.errno in DISK_ERRNOS:
                 raise disk_error(self.path, exc) from None
             raise
         self._size += len(data)
@@ -83,7 +86,7 @@ class JsonlAppender:
             if fsync:
                 os.fsync(self._file.fileno())
         except OSError as exc:
-            if exc.errno in _DISK_ERRNOS:
+            if exc.errno in DISK_ERRNOS:
                 raise disk_error(self.path, exc) from None
             raise
         return self._size

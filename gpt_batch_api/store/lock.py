@@ -11,6 +11,7 @@ from pathlib import Path
 import filelock
 
 from ..errors import TaskLockedError
+from .atomic import DISK_ERRNOS, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class TaskLock:
                 if now - last_note >= self.status_interval:
                     last_note = now
                     log.info("Still waiting for the task lock %s (held by %s)", self.path, self.holder() or "unknown")
+            except OSError as exc:  # after Timeout (an OSError too): e.g. a read-only or full file system
+                if exc.errno in DISK_ERRNOS:
+                    raise disk_error(self.path, exc) from None
+                raise
         try:
             self.holder_path.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
         except OSError:
