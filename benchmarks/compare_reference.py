@@ -61,8 +61,8 @@ from typing import Any
 REFERENCE_VERSION = "1.0.5"
 DEFAULT_REF_PYTHON = "/tmp/refvenv/bin/python"
 REF_VENV_COMMANDS = (
-    "PYENV_VERSION=3.12.1 python3.12 -m venv /tmp/refvenv",
-    f"/tmp/refvenv/bin/pip install gpt-batch-api=={REFERENCE_VERSION}",
+    "PYENV_VERSION=3.12.1 python3.12 -m venv {venv}",
+    f"{{venv}}/bin/pip install gpt-batch-api=={REFERENCE_VERSION}",
 )
 TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 TASKS = ("char_codes", "utterance_emotion")
@@ -396,8 +396,9 @@ def main() -> int:
     opts = parse_args()
     if not os.path.exists(opts.ref_python):
         print(f"The reference venv is missing ({opts.ref_python}). Make it with:", file=sys.stderr)
+        venv = os.path.dirname(os.path.dirname(os.path.abspath(opts.ref_python)))
         for command in REF_VENV_COMMANDS:
-            print(f"    {command}", file=sys.stderr)
+            print(f"    {command.format(venv=venv)}", file=sys.stderr)
         return 2
     if opts.ours_rev and "BENCH_OURS" not in os.environ:
         return rerun_on_snapshot(opts.ours_rev)
