@@ -3,8 +3,9 @@
 Retries live here, not in the SDK: each call is made with ``max_retries=0`` and retried by us on 408/409/
 429/5xx and connection errors with exponential backoff (honouring ``retry-after``), up to
 ``max_attempts``. A call that still fails becomes an error line (the requester then decides, per request,
-whether it is retried in a later batch). Two errors are never retried and stop the run at once, after
-in-flight answers are recorded: a rejected API key and ``insufficient_quota``.
+whether it is retried in a later batch). Some errors stop the run at once, after in-flight answers are
+recorded: a rejected API key, ``insufficient_quota``, and a server that answered nothing while a request
+used up its attempts (unreachable: recording an error would only burn the request's retries).
 
 Results are handed to ``on_result`` in the calling thread, so the caller's journal needs no locking.
 """
@@ -72,6 +73,7 @@ class DirectExecutor:
         self._abort = threading.Event()
         self._retries = 0
         self._retries_lock = threading.Lock()
+        self._last_answer = -1.0  # time.monotonic() of the last HTTP answer of any call (shared by threads)
 
     def run(
         self,
@@ -154,12 +156,15 @@ class DirectExecutor:
 
     def _call(self, path: str, custom_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
         attempt = 0
+        first_sent = time.monotonic()
         while True:
             attempt += 1
             try:
                 response = self.client.post(path, body=body, cast_to=object)
+                self._last_answer = time.monotonic()
                 return _line(custom_id, 200, response)
             except openai.APIStatusError as exc:
+                self._last_answer = time.monotonic()
                 error = translate_api_error(exc, f"direct call to {path}", str(self.client.base_url))
                 if isinstance(error, AuthenticationError | QuotaExceededError):
                     raise _Fatal(error) from None
@@ -174,8 +179,11 @@ class DirectExecutor:
                 delay = self._backoff(attempt)
             except openai.APIConnectionError as exc:
                 if attempt >= self.max_attempts:
-                    # The server is unreachable, not the request at fault: stop without recording an answer
-                    # (which would use up the request's retries); a rerun sends it again.
+                    if self._last_answer >= first_sent:  # other calls get through: a flaky connection
+                        return _error_line(custom_id, "connection_error", str(exc))
+                    # Nothing got through while this request tried: the server is unreachable, not the request
+                    # at fault. Stop without recording an answer (which would use up its retries); a rerun
+                    # sends it again.
                     error = translate_api_error(exc, f"direct call to {path}", str(self.client.base_url))
                     raise _Fatal(error) from None
                 delay = self._backoff(attempt)

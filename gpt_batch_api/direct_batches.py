@@ -9,7 +9,6 @@ When every request has an answer, the batch is processed exactly like a remote o
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from .events import DIRECT_PROGRESS
 from .limits import Amounts
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
+from .store import fastjson
 from .store.atomic import DISK_ERRNOS, crash_point, disk_error
 from .store.jsonl import read_jsonl
 
@@ -110,7 +110,7 @@ class DirectBatchesMixin:
             def on_result(line: dict[str, Any]) -> None:
                 nonlocal last_sync
                 try:
-                    journal.write((json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+                    journal.write(fastjson.dumps(line) + b"\n")
                     journal.flush()  # in the OS now: survives a kill of this process
                     crash_point("direct_after_result")
                     if time.monotonic() - last_sync >= FSYNC_INTERVAL:

@@ -19,7 +19,6 @@ Typical use (``TaskManager`` does all of this)::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -38,6 +37,7 @@ from .remote import RemoteMixin
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
+from .store import fastjson
 from .store.atomic import DISK_ERRNOS, cleanup_temp_files, crash_point, disk_error, fsync_dir
 from .store.jsonl import JsonlAppender, read_jsonl, recover_jsonl
 from .store.layout import TaskLayout
@@ -49,11 +49,8 @@ __all__ = ["GPTRequester"]
 
 log = logging.getLogger(__name__)
 
-_JSON_SEPARATORS = (",", ":")
 
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=_JSON_SEPARATORS)
+_dumps = fastjson.dumps
 
 
 class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
@@ -240,7 +237,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         body, spec = self.endpoint.prepare(req.payload)
         line_obj = {"custom_id": item.custom_id, "method": "POST", "url": self.endpoint.path, "body": body}
         try:
-            line = (_dumps(line_obj) + "\n").encode()
+            line = _dumps(line_obj) + b"\n"
             _dumps(req.meta)
         except (TypeError, ValueError) as exc:
             raise ConfigError(
@@ -265,7 +262,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
         return [self.add_request(req) for req in reqs]
 
-    def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None) -> str:
+    def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None) -> bytes:
         info, req = cached.info, cached.item.req
         head = {
             "id": cached.item.id,
@@ -278,7 +275,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             "parse": spec,
             "meta": req.meta,
         }
-        return _dumps(head)[:-1] + ',"line":' + cached.line.decode()[:-1] + "}"
+        return _dumps(head)[:-1] + b',"line":' + cached.line[:-1] + b"}\n"
 
     def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
         records = [self._queue_record(c, self._specs.pop(c.item.id, None)) for c in cached_reqs]
@@ -293,7 +290,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             return
         assert self._queue is not None
         for record in records:
-            self._queue.append_raw((record + "\n").encode())
+            self._queue.append_raw(record)
 
     @contextlib.contextmanager
     def commit_requests(self) -> Iterator[list[CachedGPTRequest]]:
@@ -318,7 +315,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             if path.exists() and self.S.queue.end > self.S.queue.start:
                 yield from self._records_with_end(path)
             for record in self._dry_queue:
-                yield -1, json.loads(record)
+                yield -1, fastjson.loads(record)
             return
         yield from self._records_with_end(self.layout.queue(self.S.queue.gen))
 
@@ -378,33 +375,45 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def _take(self, limit: Limit) -> tuple[list[dict[str, Any]], int, bool]:
         """Records from the queue head that fit in ``limit``: (records, end offset, whether it is full)."""
         records: list[dict[str, Any]] = []
+        ends: list[int] = []
+        cost_key = "cd" if limit is self.limits.direct else "cb"
+        ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
         acc = Amounts()
-        end = self.S.queue.start
+        full = False
         for record_end, record in self.queue_records():
-            cost = record["cd"] if limit is self.limits.direct else record["cb"]
-            nxt = acc + Amounts(1, record["ti"], cost, record["size"])
-            if self.spend_blocker(nxt) is not None:
-                # Trim the batch to what this session/task may still spend, so that a small budget
-                # (e.g. --max_session_requests 10 for a first look) still sends that many requests.
-                return records, end, True
-            exceeded = limit.exceeded_by(nxt, self.limits.max_token_safety, self.limits.max_mb_safety)
+            nxt = Amounts(
+                acc.requests + 1, acc.tokens + record["ti"], acc.cost + record[cost_key], acc.size + record["size"]
+            )
+            exceeded = limit.exceeded_by(nxt, ts, ms)
             if exceeded:
                 if not records:
                     raise LimitError(
                         f"Request {record['id']} alone exceeds --{exceeded} ({record['ti']} input tokens, "
-                        f"{record['size']} bytes, cost {cost:.4f}). Raise --{exceeded} or make the request smaller."
+                        f"{record['size']} bytes, cost {record[cost_key]:.4f}). Raise --{exceeded} or make the "
+                        "request smaller."
                     )
-                return records, end, True
+                full = True
+                break
             records.append(record)
+            ends.append(record_end)
             acc = nxt
-            end = record_end
-        return records, end, False
+        if records and self.spend_blocker(acc) is not None:
+            # Rare (the session/task budget is nearly used up): trim the batch to what may still be spent, so
+            # that a small budget (e.g. --max_session_requests 10 for a first look) still sends that many.
+            acc, keep = Amounts(), 0
+            for record in records:
+                acc.add(1, record["ti"], record[cost_key], record["size"])
+                if self.spend_blocker(acc) is not None:
+                    break
+                keep += 1
+            return records[:keep], ends[keep - 1] if keep else self.S.queue.start, True
+        return records, ends[-1] if ends else self.S.queue.start, full
 
     def _create_batch(self, records: list[dict[str, Any]], end: int, *, direct: bool) -> BatchState:
         batch_id = self.S.next_batch_id
         self.S.next_batch_id += 1
-        lines = [(_dumps(r["line"]) + "\n").encode() for r in records]
-        infos = [(_dumps({k: v for k, v in r.items() if k != "line"}) + "\n").encode() for r in records]
+        lines = [_dumps(r["line"]) + b"\n" for r in records]
+        infos = [_dumps({k: v for k, v in r.items() if k != "line"}) + b"\n" for r in records]
         cost_key = "cd" if direct else "cb"
         batch = BatchState(
             id=batch_id,

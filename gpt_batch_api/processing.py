@@ -22,6 +22,7 @@ from .logs import LogSummarizer
 from .request import GPTRequest, GPTRequestInfo, GPTRequestItem, custom_id_for
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
+from .store import fastjson
 from .store.atomic import crash_point
 from .store.jsonl import read_jsonl
 
@@ -33,7 +34,6 @@ __all__ = ["ProcessingMixin"]
 log = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 50
-_SEPARATORS = (",", ":")
 
 
 def _read_result_lines(path: Path) -> Iterator[dict[str, Any] | None]:
@@ -45,7 +45,7 @@ def _read_result_lines(path: Path) -> Iterator[dict[str, Any] | None]:
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = fastjson.loads(raw)
             except ValueError:
                 yield None
                 continue
@@ -274,7 +274,7 @@ class ProcessingMixin:
             "url": self.endpoint.path,
             "body": body,
         }
-        line = json.dumps(line_obj, ensure_ascii=False, separators=_SEPARATORS)
+        line = fastjson.dumps(line_obj)
         req = info.req_info
         cost_batch = self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True)
         record = {
@@ -284,18 +284,18 @@ class ProcessingMixin:
             "to": req.tokens_output,
             "cb": cost_batch,
             "cd": self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
-            "size": len(line.encode()) + 1,
+            "size": len(line) + 1,
             "parse": getattr(info, "parse_spec", None),
             "meta": info.meta,
         }
-        text = json.dumps(record, ensure_ascii=False, separators=_SEPARATORS)[:-1] + ',"line":' + line + "}\n"
+        text = fastjson.dumps(record)[:-1] + b',"line":' + line + b"}\n"
         queue = self.S.queue
         queue.num_requests += 1
         queue.tokens_input += req.tokens_input
         queue.cost += cost_batch
         queue.size += record["size"]
         assert self._queue is not None
-        self._queue.append_raw(text.encode())
+        self._queue.append_raw(text)
 
     def _check_predictions(self: GPTRequester, batch: BatchState, stats: ResultStats) -> None:
         if stats.prompt_tokens and stats.predicted_input_tokens:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from .results import BatchResult
 from .status import status_report
 from .store.signals import StopMonitor
 from .store.transaction import Transaction
-from .task_state import TaskState, load_task_state
+from .task_state import TaskState, TaskStateFiles
 
 __all__ = ["TaskManager"]
 
@@ -90,6 +91,7 @@ class TaskManager:
             "group": wandb_group or type(self).__name__,
         }
         self.T = TaskState()
+        self._state_files = TaskStateFiles(self.GR.layout.task_state)
         self.D = output_factory(self.GR.layout.output_base, self.GR.dryrun)
         self.step_num = 0
         self._output_written = False
@@ -186,7 +188,7 @@ class TaskManager:
         monitors = self._start_monitors()
         status = "error"
         try:
-            with self._logs_around_bars(monitors), StopMonitor() as stop:
+            with self._logs_around_bars(monitors), StopMonitor() as stop, _fewer_gc_passes():
                 self._stop = stop
                 self.GR.stop_check = lambda: stop.stop_requested
                 with self.GR:
@@ -202,6 +204,7 @@ class TaskManager:
                     finally:
                         self.on_task_exit()
                         self.D.close()
+                        self._state_files.close()
         except StopRequested:
             status = "stopped"
             log.warning("Stopped. Everything done so far is saved: rerun the same command to continue.")
@@ -219,11 +222,12 @@ class TaskManager:
         gr, layout = self.GR, self.GR.layout
         gr.task_participant = self._add_task_to_txn
         fresh = not layout.task_state.exists()
+        self._state_files = TaskStateFiles(layout.task_state)
         if fresh:
             self.T = TaskState(meta=dict(self.init_meta))
             self.D.open(None)
         else:
-            self.T = load_task_state(layout.task_state)
+            self.T = self._state_files.load(cleanup=not gr.dryrun)
             self.D.open(self.T.output)
         if gr.opts.wipe_task:
             self._wipe_task()
@@ -244,7 +248,7 @@ class TaskManager:
 
     def _add_task_to_txn(self, txn: Transaction) -> None:
         self.T.output = self.D.prepare_commit(txn)
-        txn.write_json(self.GR.layout.task_state, self.T.to_json())
+        self._state_files.prepare_commit(txn, self.T)
 
     def _wipe_requests(self) -> None:
         log.warning("Wiping all pending requests and batches%s", " and failed samples" if self.wipe_failed else "")
@@ -407,3 +411,19 @@ class _WandbCloser:
 
     def close(self) -> None:
         self.monitor.finish()
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes(gen0_threshold: int = 50_000) -> Any:
+    """Run the cyclic garbage collector less often while a task runs, then restore the thresholds.
+
+    The engine allocates millions of short-lived, acyclic objects (parsed lines, result infos), which
+    reference counting frees; with the default threshold (700) the collector also walks every live
+    object again and again, which measured about 30% of the CPU time per request at 30,000 requests.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(gen0_threshold, thresholds[0]), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)

@@ -17,6 +17,8 @@ from gpt_batch_api.demo_tasks.responder import demo_responder
 from gpt_batch_api.demo_tasks.utterance_emotion import load_utterances
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
+from .support.helpers import read_task_state
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -116,7 +118,7 @@ def test_no_run_status_wipe_task_and_reinit_meta(tmp_path, sim):
     check_char_codes(task_dir)
     proc = demo(task_dir, "--task", "char_codes", "--no_wandb", "--wipe_task", "--no_run", sim=sim)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    state = json.loads((task_dir / "char_codes_task.json").read_text())
+    state = read_task_state(task_dir, "char_codes")
     assert state["succeeded_samples"] == {} and not (task_dir / "char_codes_output.json").exists()
 
 

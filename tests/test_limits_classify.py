@@ -42,7 +42,10 @@ def item(retry_num: int = 0) -> tuple[GPTRequestItem, GPTRequestInfo]:
 def chat_body(content: str, finish: str = "stop", refusal: str | None = None) -> dict:
     message = {"role": "assistant", "content": content, "refusal": refusal}
     return {
-        "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
         "choices": [{"index": 0, "finish_reason": finish, "message": message}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
     }
@@ -50,8 +53,17 @@ def chat_body(content: str, finish: str = "stop", refusal: str | None = None) ->
 
 def run(line, spec=None, retry_num=0, **kw):
     it, info = item(retry_num)
-    return classify(line, it, info, {"n": 1}, CHAT, spec, max_retries=kw.pop("max_retries", 2),
-                    retry_fatal=kw.pop("retry_fatal", False), **kw)
+    return classify(
+        line,
+        it,
+        info,
+        {"n": 1},
+        CHAT,
+        spec,
+        max_retries=kw.pop("max_retries", 2),
+        retry_fatal=kw.pop("retry_fatal", False),
+        **kw,
+    )
 
 
 SPEC = {"module": __name__, "qualname": "Answer"}
@@ -72,10 +84,18 @@ def test_success_parses_structured_output():
     [
         (None, "MissingResult", False, False),
         ({"garbage": 1}, "MalformedLine", False, False),
-        ({"custom_id": "id-7", "response": None, "error": {"code": "batch_expired", "message": "x"}},
-         "batch_expired", False, True),
-        ({"custom_id": "id-7", "response": None, "error": {"code": "batch_cancelled", "message": "x"}},
-         "batch_cancelled", False, True),
+        (
+            {"custom_id": "id-7", "response": None, "error": {"code": "batch_expired", "message": "x"}},
+            "batch_expired",
+            False,
+            True,
+        ),
+        (
+            {"custom_id": "id-7", "response": None, "error": {"code": "batch_cancelled", "message": "x"}},
+            "batch_cancelled",
+            False,
+            True,
+        ),
         (ok_line({"error": {"message": "boom"}}, 500), "HTTP500", False, False),
         (ok_line({"error": {"message": "slow"}}, 429), "HTTP429", False, False),
         (ok_line({"error": {"message": "bad"}}, 400), "HTTP400", True, False),

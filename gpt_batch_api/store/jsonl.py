@@ -8,7 +8,6 @@ not JSON, is an error naming the file and the byte offset.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -16,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TaskFileError
+from . import fastjson
 from .atomic import DISK_ERRNOS, disk_error, fsync_dir
 
 log = logging.getLogger(__name__)
 
 
 def dumps_line(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    return fastjson.dumps(obj) + b"\n"
 
 
 class JsonlAppender:
@@ -125,8 +125,8 @@ def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = N
                     str(path),
                 )
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                obj = fastjson.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
                 raise TaskFileError(
                     f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
                     "or wipe the pending requests with --wipe_requests.",
@@ -153,8 +153,8 @@ def recover_jsonl(path: str | os.PathLike[str]) -> int:
             if not line.endswith(b"\n"):
                 break
             try:
-                json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                fastjson.loads(line)
+            except (ValueError, UnicodeDecodeError):
                 break
             good += len(line)
     size = path.stat().st_size

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
+from tests.support.helpers import read_task_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -286,7 +287,7 @@ def audit(spec: TaskSpec, task_dir: Path, sim: Simulator | None) -> Audit:
     result.lost = sum(1 for s in samples if s not in counts)
     result.failed = sum(1 for _, _, error in records if error is not None)
     result.values = {sample: value for sample, value, error in records if error is None}
-    task = json.loads((task_dir / f"{spec.prefix}_task.json").read_text())
+    task = read_task_state(task_dir, spec.prefix)
     ok = {sample for sample, _, error in records if error is None}
     if set(task["succeeded_samples"]) != ok:
         result.state_problems.append("succeeded_samples in the task state differ from the output")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt_batch_api.output_files import DataclassListOutputFile
+from gpt_batch_api.task_state import load_task_state
 
 from .numbers_task import NumberRecord
 
@@ -22,8 +23,9 @@ def read_records(task_dir: Path) -> list[NumberRecord]:
     return list(DataclassListOutputFile.read_entries(str(task_dir / "numbers_output"), NumberRecord))
 
 
-def read_task_state(task_dir: Path) -> dict[str, Any]:
-    return json.loads((task_dir / "numbers_task.json").read_text())
+def read_task_state(task_dir: Path, prefix: str = "numbers") -> dict[str, Any]:
+    """The whole task state as one document (head file and log), read without changing any file."""
+    return load_task_state(task_dir / f"{prefix}_task.json").to_json()
 
 
 def run_numbers_subprocess(
