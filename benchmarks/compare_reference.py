@@ -2,7 +2,10 @@
 
 Run (needs the reference in a throwaway Python 3.12 venv; the script prints how to make it if missing)::
 
-    python benchmarks/compare_reference.py [--repeats 3] [--workloads reference ours] [--ours_rev HEAD]
+    python benchmarks/compare_reference.py --ours_rev HEAD
+
+(about 7 minutes on 2 cores; ``--ours_rev`` times a git snapshot of our package, leave it out to time the
+working tree; ``--repeats``, ``--workloads``, ``--modes``, ``--tasks`` narrow it down.)
 
 Each library runs its own ``task_manager_demo`` as a subprocess, with a fresh task directory, against one
 simulator process (ours, ``gpt_batch_api.simulator``) that both talk to through ``--client_base_url`` and a
@@ -28,7 +31,10 @@ Honest-setup notes:
   (sha1 of the blob URL). wandb is off for both (``--no_wandb`` and ``WANDB_MODE=disabled``).
 * Library options are each library's defaults, except the flags above. Notably the reference polls remote
   batches at multiples of ``--remote_update_interval`` (default 10 s) while ours backs off from a short
-  first poll up to it; ``--remote_update_interval SEC`` passes the same value to both.
+  first poll up to it, which is most of the batch-mode gap; ``--remote_update_interval SEC`` passes the same
+  value to both.
+* The simulator gets one warm-up call before the timed runs: it loads its tokenizer on the first chat
+  request, once per request when several arrive together (16 concurrent first calls take ~10 s).
 """
 
 from __future__ import annotations
