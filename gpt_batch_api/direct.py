@@ -87,7 +87,7 @@ class DirectExecutor:
         started = time.monotonic()
         fatal: Exception | None = None
         todo = iter(pending)
-        in_flight: set[cf.Future[dict[str, Any]]] = set()
+        in_flight: set[cf.Future[dict[str, Any] | None]] = set()
         with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="gpt-direct") as pool:
 
             def fill() -> None:
@@ -101,7 +101,7 @@ class DirectExecutor:
                         return
                     in_flight.add(pool.submit(self._call, path, *nxt))
 
-            def record(future: cf.Future[dict[str, Any]]) -> None:
+            def record(future: cf.Future[dict[str, Any] | None]) -> None:
                 nonlocal fatal
                 try:
                     line = future.result()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .direct import DirectExecutor
 from .events import DIRECT_PROGRESS
 from .limits import Amounts
+from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
 from .store import fastjson
@@ -25,7 +26,7 @@ from .store.atomic import DISK_ERRNOS, crash_point, disk_error
 from .store.jsonl import read_jsonl
 
 if TYPE_CHECKING:
-    from .gpt_requester import GPTRequester
+    pass
 
 __all__ = ["DirectBatchesMixin"]
 
@@ -34,10 +35,10 @@ log = logging.getLogger(__name__)
 FSYNC_INTERVAL = 0.2
 
 
-class DirectBatchesMixin:
+class DirectBatchesMixin(RequesterBase):
     """Direct-API execution of DIRECT batches for GPTRequester."""
 
-    def run_direct_batches(self: GPTRequester, handler: Callable[[BatchResult], None]) -> int:
+    def run_direct_batches(self, handler: Callable[[BatchResult], None]) -> int:
         """Run (or resume) each direct batch and process it once complete; returns how many were processed."""
         done = 0
         if self.opts.force_direct:
@@ -53,7 +54,7 @@ class DirectBatchesMixin:
             done += 1
         return done
 
-    def _convert_local_to_direct(self: GPTRequester) -> None:
+    def _convert_local_to_direct(self) -> None:
         """--force_direct on a task with local batches: run them through the direct API instead."""
         changed = False
         for batch in self.S.batches_in(BatchStatus.LOCAL):
@@ -63,7 +64,7 @@ class DirectBatchesMixin:
         if changed:
             self.commit()
 
-    def _start_direct(self: GPTRequester, batch: BatchState) -> bool:
+    def _start_direct(self, batch: BatchState) -> bool:
         """Count the batch against the session/task limits the first time it runs; False if a limit blocks it."""
         if batch.push_started_at is not None:
             return True
@@ -84,7 +85,7 @@ class DirectBatchesMixin:
         self.commit()
         return True
 
-    def _execute_direct(self: GPTRequester, batch: BatchState) -> bool:
+    def _execute_direct(self, batch: BatchState) -> bool:
         """Send the unanswered requests of ``batch``; True once every request has an answer."""
         journal_path = self.layout.batch_results(batch.id)
         answered = set()

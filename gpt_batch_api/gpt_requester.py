@@ -29,17 +29,18 @@ from typing import Any
 from .costs import TokenCoster
 from .direct_batches import DirectBatchesMixin
 from .endpoints import get_endpoint
-from .errors import ConfigError, LimitError
+from .errors import ConfigError, LimitError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
+from .queue_records import parse_queue_record, queue_record_bytes
 from .remote import RemoteMixin
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
 from .store import fastjson
 from .store.atomic import DISK_ERRNOS, cleanup_temp_files, crash_point, disk_error, fsync_dir
-from .store.jsonl import JsonlAppender, read_jsonl, recover_jsonl
+from .store.jsonl import JsonlAppender, read_raw_lines, recover_jsonl
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
 from .store.transaction import Transaction, recover_transaction
@@ -92,7 +93,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self._lock: TaskLock | None = None
         self._queue: JsonlAppender | None = None
         self._pending_deletes: list[Path] = []
-        self._dry_queue: list[str] = []  # dry run: committed queue records kept in memory only
+        self._dry_queue: list[bytes] = []  # dry run: committed queue records kept in memory only
         self._specs: dict[int, dict[str, str] | None] = {}  # pooled request id -> structured output class
         self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
         self.entered = False
@@ -265,6 +266,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None) -> bytes:
         info, req = cached.info, cached.item.req
         head = {
+            "ll": len(cached.line) - 1,  # first key: lets the cutter slice the line out without decoding it
             "id": cached.item.id,
             "retry_num": req.retry_num,
             "ti": info.tokens_input,
@@ -275,7 +277,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             "parse": spec,
             "meta": req.meta,
         }
-        return _dumps(head)[:-1] + b',"line":' + cached.line[:-1] + b"}\n"
+        return queue_record_bytes(head, cached.line[:-1])
 
     def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
         records = [self._queue_record(c, self._specs.pop(c.item.id, None)) for c in cached_reqs]
@@ -315,18 +317,22 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             if path.exists() and self.S.queue.end > self.S.queue.start:
                 yield from self._records_with_end(path)
             for record in self._dry_queue:
-                yield -1, fastjson.loads(record)
+                yield -1, parse_queue_record(record)
             return
         yield from self._records_with_end(self.layout.queue(self.S.queue.gen))
 
     def _records_with_end(self, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-        previous: dict[str, Any] | None = None
-        for offset, record in read_jsonl(path, self.S.queue.start, self.S.queue.end):
-            if previous is not None:
-                yield offset, previous
-            previous = record
-        if previous is not None:
-            yield self.S.queue.end, previous
+        end = self.S.queue.end
+        for offset, raw in read_raw_lines(path, self.S.queue.start, end):
+            try:
+                record = parse_queue_record(raw)
+            except ValueError as exc:
+                raise TaskFileError(
+                    f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
+                    "or wipe the pending requests with --wipe_requests.",
+                    str(path),
+                ) from None
+            yield offset + len(raw), record
 
     # ------------------------------------------------------------------ cutting batches
 
@@ -412,8 +418,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def _create_batch(self, records: list[dict[str, Any]], end: int, *, direct: bool) -> BatchState:
         batch_id = self.S.next_batch_id
         self.S.next_batch_id += 1
-        lines = [_dumps(r["line"]) + b"\n" for r in records]
-        infos = [_dumps({k: v for k, v in r.items() if k != "line"}) + b"\n" for r in records]
+        lines = [r["_line"] + b"\n" for r in records]
+        infos = [r["_head"] + b"\n" for r in records]
         cost_key = "cd" if direct else "cb"
         batch = BatchState(
             id=batch_id,

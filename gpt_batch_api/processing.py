@@ -19,7 +19,9 @@ from .classify import classify
 from .errors import ProcessingError
 from .events import BATCH_PROCESSED
 from .logs import LogSummarizer
+from .queue_records import queue_record_bytes
 from .request import GPTRequest, GPTRequestInfo, GPTRequestItem, custom_id_for
+from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
@@ -27,7 +29,7 @@ from .store.atomic import crash_point
 from .store.jsonl import read_jsonl
 
 if TYPE_CHECKING:
-    from .gpt_requester import GPTRequester
+    pass
 
 __all__ = ["ProcessingMixin"]
 
@@ -64,10 +66,10 @@ def _count_kinds(stats: ResultStats, infos: Any) -> None:
             stats.num_retryable += 1
 
 
-class ProcessingMixin:
+class ProcessingMixin(RequesterBase):
     """Collect and finalise finished batches for GPTRequester (see the module docstring)."""
 
-    def process_batches(self: GPTRequester, handler: Callable[[BatchResult], None]) -> int:
+    def process_batches(self, handler: Callable[[BatchResult], None]) -> int:
         """Process every finished remote batch through ``handler``; returns how many were processed."""
         processed = 0
         for batch in self.S.batches_in(BatchStatus.FINISHED):
@@ -82,21 +84,21 @@ class ProcessingMixin:
             processed += 1
         return processed
 
-    def _may_process_failed(self: GPTRequester, batch: BatchState) -> bool:
+    def _may_process_failed(self, batch: BatchState) -> bool:
         allowed = self.opts.process_failed_batches
         if allowed < 0 or self.session_processed_failed < allowed:
             self.session_processed_failed += 1
             return True
         return False
 
-    def process_batch(self: GPTRequester, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult:
+    def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult:
         """Collect ``batch``, hand it to ``handler`` (the task), then commit retries, totals and cleanup."""
         result = self.collect(batch)
         handler(result)
         self._finalize(batch, result)
         return result
 
-    def collect(self: GPTRequester, batch: BatchState) -> BatchResult:
+    def collect(self, batch: BatchState) -> BatchResult:
         """Read a finished batch's local files into a BatchResult (no state is changed)."""
         lines: dict[str, dict[str, Any]] = {}
         malformed = 0
@@ -154,7 +156,7 @@ class ProcessingMixin:
             stats=stats,
         )
 
-    def _account(self: GPTRequester, info: ResultInfo, stats: ResultStats, *, batch_api: bool) -> None:
+    def _account(self, info: ResultInfo, stats: ResultStats, *, batch_api: bool) -> None:
         stats.predicted_input_tokens += info.req_info.tokens_input
         stats.assumed_output_tokens += info.req_info.tokens_output
         if info.resp_info is not None and info.resp_info.usage:
@@ -174,7 +176,7 @@ class ProcessingMixin:
         for warn in info.warn_infos:
             stats.warning_subtypes[warn.subtype] = stats.warning_subtypes.get(warn.subtype, 0) + 1
 
-    def _report(self: GPTRequester, batch: BatchState, infos: Any, direct: bool) -> None:
+    def _report(self, batch: BatchState, infos: Any, direct: bool) -> None:
         warnings = LogSummarizer(log, self.opts.show_warnings)
         errors = LogSummarizer(log, self.opts.show_errors)
         verbose = self.opts.direct_verbose if direct else "never"
@@ -205,7 +207,7 @@ class ProcessingMixin:
         warnings.flush()
         errors.flush()
 
-    def _finalize(self: GPTRequester, batch: BatchState, result: BatchResult) -> None:
+    def _finalize(self, batch: BatchState, result: BatchResult) -> None:
         stats, totals = result.stats, self.S.totals
         _count_kinds(stats, result.infos.values())  # again: the task may have rejected answers
         for info in result.infos.values():
@@ -264,7 +266,7 @@ class ProcessingMixin:
                 "then rerun (raise --max_pass_failures or lower --min_pass_ratio to tolerate this)."
             )
 
-    def _queue_retry(self: GPTRequester, info: ResultInfo) -> None:
+    def _queue_retry(self, info: ResultInfo) -> None:
         new_id = self.S.next_request_id
         self.S.next_request_id += 1
         body = info.item.req.payload
@@ -278,6 +280,7 @@ class ProcessingMixin:
         req = info.req_info
         cost_batch = self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True)
         record = {
+            "ll": len(line),
             "id": new_id,
             "retry_num": info.next_retry_num,
             "ti": req.tokens_input,
@@ -288,16 +291,16 @@ class ProcessingMixin:
             "parse": getattr(info, "parse_spec", None),
             "meta": info.meta,
         }
-        text = fastjson.dumps(record)[:-1] + b',"line":' + line + b"}\n"
+        text = queue_record_bytes(record, line)
         queue = self.S.queue
         queue.num_requests += 1
         queue.tokens_input += req.tokens_input
         queue.cost += cost_batch
-        queue.size += record["size"]
+        queue.size += len(line) + 1
         assert self._queue is not None
         self._queue.append_raw(text)
 
-    def _check_predictions(self: GPTRequester, batch: BatchState, stats: ResultStats) -> None:
+    def _check_predictions(self, batch: BatchState, stats: ResultStats) -> None:
         if stats.prompt_tokens and stats.predicted_input_tokens:
             ratio = stats.predicted_input_tokens / stats.prompt_tokens
             factor = self.opts.warn_predicted_input_factor
@@ -321,7 +324,7 @@ class ProcessingMixin:
                     stats.completion_tokens / max(1, stats.assumed_output_tokens),
                 )
 
-    def _history_entry(self: GPTRequester, batch: BatchState, result: BatchResult) -> dict[str, Any]:
+    def _history_entry(self, batch: BatchState, result: BatchResult) -> dict[str, Any]:
         stats = result.stats
         return {
             "batch_id": batch.id,

@@ -9,6 +9,7 @@ batch is deleted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -19,11 +20,12 @@ import openai
 from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
+from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
 from .store.atomic import atomic_write_bytes, crash_point
 
 if TYPE_CHECKING:
-    from .gpt_requester import GPTRequester
+    pass
 
 __all__ = ["RemoteMixin", "translate_api_error"]
 
@@ -68,18 +70,18 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
     return getattr(exc, "code", None)
 
 
-class RemoteMixin:
+class RemoteMixin(RequesterBase):
     """Push, poll and download for GPTRequester (see the module docstring)."""
 
     _last_block_reason: str | None = None
 
-    def _api(self: GPTRequester, what: str, call: Callable[[], T]) -> T:
+    def _api(self, what: str, call: Callable[[], T]) -> T:
         try:
             return call()
         except openai.OpenAIError as exc:
             raise self._api_error(exc, what) from exc
 
-    def _api_error(self: GPTRequester, exc: Exception, what: str) -> Exception:
+    def _api_error(self, exc: Exception, what: str) -> Exception:
         if isinstance(exc, openai.NotFoundError) and what.startswith(("upload", "create batch", "list batches")):
             return BatchAPIUnavailableError(
                 f"{what}: the server at {self.client.base_url} has no Files/Batches API (HTTP 404). Local "
@@ -89,15 +91,15 @@ class RemoteMixin:
             )
         return translate_api_error(exc, what, str(self.client.base_url))
 
-    def _remote_filename(self: GPTRequester, batch: BatchState) -> str:
+    def _remote_filename(self, batch: BatchState) -> str:
         return f"{self.layout.prefix}_batch_{batch.id:06d}_{self.S.task_uid}.jsonl"
 
-    def _metadata(self: GPTRequester, batch: BatchState) -> dict[str, str]:
+    def _metadata(self, batch: BatchState) -> dict[str, str]:
         return {META_TASK: self.S.task_uid, META_BATCH: str(batch.id)}
 
     # ------------------------------------------------------------------ push
 
-    def push_blocker(self: GPTRequester, batch: BatchState) -> str | None:
+    def push_blocker(self, batch: BatchState) -> str | None:
         """Why ``batch`` cannot be pushed now (the option that limits it), or None."""
         if self.congested_since is not None:
             return "token_limit_exceeded (waiting for running batches to finish)"
@@ -110,7 +112,7 @@ class RemoteMixin:
             on_remote.add(other.num_requests, other.tokens_input, other.cost, other.size)
         return self.spend_blocker(this, remote=on_remote)
 
-    def spend_blocker(self: GPTRequester, this: Amounts, *, remote: Amounts | None = None) -> str | None:
+    def spend_blocker(self, this: Amounts, *, remote: Amounts | None = None) -> str | None:
         """The option (remote, session or task limit) that spending ``this`` would exceed, or None."""
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
         totals = self.S.totals
@@ -124,14 +126,14 @@ class RemoteMixin:
                 return exceeded
         return None
 
-    def note_blocked(self: GPTRequester, reason: str | None) -> None:
+    def note_blocked(self, reason: str | None) -> None:
         if reason is not None and reason != self._last_block_reason:
             message = f"Not sending more requests for now: limit {reason} reached"
             log.info(message)
             self.events.emit(LIMIT_REACHED, limit=reason, message=message)
         self._last_block_reason = reason
 
-    def push_batches(self: GPTRequester) -> int:
+    def push_batches(self) -> int:
         """Push local batches while the remote, session and task limits allow; returns how many were pushed."""
         if self.opts.force_direct:
             self._convert_local_to_direct()  # e.g. batches cut by an earlier run without --force_direct
@@ -151,7 +153,7 @@ class RemoteMixin:
             pushed += 1
         return pushed
 
-    def _check_batch_file(self: GPTRequester, batch: BatchState) -> None:
+    def _check_batch_file(self, batch: BatchState) -> None:
         """Refuse to upload (and pay for) a local batch file that was damaged since it was written."""
         path = self.layout.batch_input(batch.id)
         size = path.stat().st_size if path.exists() else -1
@@ -163,7 +165,7 @@ class RemoteMixin:
                 str(path),
             )
 
-    def _push(self: GPTRequester, batch: BatchState) -> None:
+    def _push(self, batch: BatchState) -> None:
         self._check_batch_file(batch)
         batch.status = BatchStatus.PUSHING
         batch.push_started_at = time.time()
@@ -185,7 +187,7 @@ class RemoteMixin:
         self.events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.id, num_requests=batch.num_requests)
         log.info("Pushed batch %d as %s (%d requests)", batch.id, remote.id, batch.num_requests)
 
-    def _create_remote_batch(self: GPTRequester, batch: BatchState) -> Any:
+    def _create_remote_batch(self, batch: BatchState) -> Any:
         client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
         delay = 1.0
         for attempt in range(1, CREATE_ATTEMPTS + 1):
@@ -214,7 +216,7 @@ class RemoteMixin:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _find_remote_batch(self: GPTRequester, batch: BatchState) -> Any | None:
+    def _find_remote_batch(self, batch: BatchState) -> Any | None:
         """The remote batch created for ``batch`` (found by metadata), if any."""
         since = (batch.push_started_at or 0) - 600  # clock skew margin
         wanted = self._metadata(batch)
@@ -226,7 +228,7 @@ class RemoteMixin:
                 return remote
         return None
 
-    def _adopt(self: GPTRequester, batch: BatchState, remote: Any) -> None:
+    def _adopt(self, batch: BatchState, remote: Any) -> None:
         batch.status = BatchStatus.REMOTE
         batch.remote.batch_id = remote.id
         batch.remote.file_id = remote.input_file_id
@@ -239,7 +241,7 @@ class RemoteMixin:
         totals.pushed_batches += 1
         self.session.add(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
 
-    def resolve_pushing(self: GPTRequester) -> None:
+    def resolve_pushing(self) -> None:
         """After a crash mid-push: adopt the remote batch if it exists, else delete the orphan file and re-push."""
         for batch in self.S.batches_in(BatchStatus.PUSHING):
             try:
@@ -260,7 +262,7 @@ class RemoteMixin:
                 batch.remote = RemoteInfo()
             self.commit()
 
-    def _delete_orphan_uploads(self: GPTRequester, batch: BatchState) -> None:
+    def _delete_orphan_uploads(self, batch: BatchState) -> None:
         name = self._remote_filename(batch)
         try:
             orphans = {f.id for f in self.client.files.list(purpose="batch") if f.filename == name}
@@ -272,7 +274,7 @@ class RemoteMixin:
             log.info("Deleting uploaded file %s of batch %d: it never became a batch", file_id, batch.id)
             self._delete_remote_file(file_id)
 
-    def _delete_remote_file(self: GPTRequester, file_id: str) -> None:
+    def _delete_remote_file(self, file_id: str) -> None:
         try:
             self.client.files.delete(file_id)
         except openai.NotFoundError:
@@ -280,7 +282,7 @@ class RemoteMixin:
 
     # ------------------------------------------------------------------ poll and download
 
-    def _update_remote_info(self: GPTRequester, batch: BatchState, remote: Any) -> None:
+    def _update_remote_info(self, batch: BatchState, remote: Any) -> None:
         info = batch.remote
         info.status = remote.status
         counts = remote.request_counts
@@ -291,7 +293,7 @@ class RemoteMixin:
         errors = getattr(remote.errors, "data", None) or []
         info.errors = [{"code": e.code, "message": e.message, "line": e.line} for e in errors]
 
-    def update_remote(self: GPTRequester) -> int:
+    def update_remote(self) -> int:
         """Poll the running remote batches; download the ones that ended. Returns how many ended."""
         if self.dryrun:
             return 0
@@ -323,7 +325,7 @@ class RemoteMixin:
             self.congested_since = None
         return ended
 
-    def remote_progress(self: GPTRequester) -> list[dict[str, Any]]:
+    def remote_progress(self) -> list[dict[str, Any]]:
         now = time.time()
         return [
             {
@@ -338,7 +340,7 @@ class RemoteMixin:
             for b in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)
         ]
 
-    def _finish(self: GPTRequester, batch: BatchState) -> None:
+    def _finish(self, batch: BatchState) -> None:
         info = batch.remote
         if info.status == "failed" and any(e.get("code") == "token_limit_exceeded" for e in info.errors):
             self._requeue_congested(batch)
@@ -348,7 +350,9 @@ class RemoteMixin:
             (info.error_file_id, self.layout.batch_errors(batch.id)),
         ):
             if file_id:
-                content = self._api(f"download of batch {batch.id}", lambda f=file_id: self.client.files.content(f))
+                content = self._api(
+                    f"download of batch {batch.id}", functools.partial(self.client.files.content, file_id)
+                )
                 atomic_write_bytes(path, content.read())
         info.finished_at = time.time()
         batch.status = BatchStatus.FINISHED
@@ -363,7 +367,7 @@ class RemoteMixin:
             info.failed,
         )
 
-    def _requeue_congested(self: GPTRequester, batch: BatchState) -> None:
+    def _requeue_congested(self, batch: BatchState) -> None:
         """token_limit_exceeded is congestion, not failure: keep the batch local and push it again later."""
         log.warning(
             "Batch %d was refused with token_limit_exceeded (the organisation's enqueued-token limit). It stays "
@@ -386,14 +390,14 @@ class RemoteMixin:
         self.commit()
         self.cleanup_remote()
 
-    def congestion_expired(self: GPTRequester) -> None:
+    def congestion_expired(self) -> None:
         """With nothing running on the remote, congestion cannot clear by itself: retry after a pause."""
         if self.congested_since is None or self.S.batches_in(BatchStatus.REMOTE):
             return
         if time.time() - self.congested_since >= self.opts.remote_update_interval:
             self.congested_since = None
 
-    def cleanup_remote(self: GPTRequester) -> None:
+    def cleanup_remote(self) -> None:
         """Delete remote files that a committed state marked as garbage."""
         if self.dryrun or not self.S.remote_cleanup:
             return
@@ -406,7 +410,7 @@ class RemoteMixin:
         self.S.remote_cleanup = []
         self.commit()
 
-    def cancel_remote(self: GPTRequester, batch: BatchState) -> None:
+    def cancel_remote(self, batch: BatchState) -> None:
         """Cancel a remote batch (for --wipe_requests) and mark its files for deletion."""
         if batch.remote.batch_id and batch.status == BatchStatus.REMOTE:
             try:

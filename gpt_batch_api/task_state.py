@@ -76,7 +76,7 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         super().update(other)
         self.changed.update(other)
 
-    def __ior__(self, other: Any) -> TrackedDict:
+    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[misc,override]
         self.update(other)
         return self
 
@@ -149,7 +149,7 @@ class TaskStateFiles:
         path = self.log_path(self.gen)
         if self.end:
             for offset, line in read_jsonl(path, 0, self.end):
-                target = dicts.get(line.get("f")) if isinstance(line, dict) else None
+                target = dicts.get(str(line.get("f"))) if isinstance(line, dict) else None
                 if target is None:
                     raise TaskFileError(f"{path} has an unknown line at byte {offset}. {_HINT}", str(path))
                 if line.get("reset"):

@@ -105,8 +105,8 @@ class JsonlAppender:
         self.close()
 
 
-def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
-    """Yield ``(offset, object)`` for each line in bytes ``[start, end)``; corruption raises TaskFileError."""
+def read_raw_lines(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, line bytes)`` for each complete line in bytes ``[start, end)``; damage raises TaskFileError."""
     path = Path(path)
     try:
         file = open(path, "rb")  # noqa: SIM115
@@ -124,15 +124,7 @@ def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = N
                     "modified; rerun to let recovery truncate it, or restore the file.",
                     str(path),
                 )
-            try:
-                obj = fastjson.loads(line)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise TaskFileError(
-                    f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
-                    "or wipe the pending requests with --wipe_requests.",
-                    str(path),
-                ) from None
-            yield offset, obj
+            yield offset, line
             offset += len(line)
         if end is not None and offset < end:
             raise TaskFileError(
@@ -140,6 +132,20 @@ def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = N
                 "the pending requests with --wipe_requests.",
                 str(path),
             )
+
+
+def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(offset, object)`` for each line in bytes ``[start, end)``; corruption raises TaskFileError."""
+    for offset, line in read_raw_lines(path, start, end):
+        try:
+            obj = fastjson.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise TaskFileError(
+                f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
+                "or wipe the pending requests with --wipe_requests.",
+                str(path),
+            ) from None
+        yield offset, obj
 
 
 def recover_jsonl(path: str | os.PathLike[str]) -> int:

@@ -1,0 +1,60 @@
+"""What the parts of GPTRequester (remote batches, processing, direct batches) share, declared once.
+
+GPTRequester is assembled from mixins kept in their own modules by responsibility. Each mixin derives from
+``RequesterBase``, which tells the type checker which attributes GPTRequester sets and which methods the
+mixins call on one another; at run time it adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .costs import TokenCoster
+    from .endpoints import Endpoint
+    from .events import EventBus
+    from .limits import Amounts, Limits
+    from .requester_options import RequesterOptions
+    from .requester_state import BatchState, RequesterState
+    from .results import BatchResult
+    from .store.jsonl import JsonlAppender
+    from .store.layout import TaskLayout
+
+__all__ = ["RequesterBase"]
+
+
+class RequesterBase:
+    if TYPE_CHECKING:
+        S: RequesterState
+        opts: RequesterOptions
+        layout: TaskLayout
+        limits: Limits
+        endpoint: Endpoint
+        coster: TokenCoster
+        events: EventBus
+        dryrun: bool
+        session: Amounts
+        session_processed_failed: int
+        congested_since: float | None
+        stop_check: Callable[[], bool]
+        _queue: JsonlAppender | None
+        _pending_deletes: list[Path]
+        _last_block_reason: str | None
+
+        @property
+        def client(self) -> Any: ...
+
+        def commit(self, *, with_task: bool = False) -> None: ...
+
+        # Defined by one mixin, called by another:
+        def spend_blocker(self, this: Amounts, *, remote: Amounts | None = None) -> str | None: ...
+
+        def note_blocked(self, reason: str | None) -> None: ...
+
+        def cleanup_remote(self) -> None: ...
+
+        def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult: ...
+
+        def _convert_local_to_direct(self) -> None: ...
