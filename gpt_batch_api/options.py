@@ -64,6 +64,20 @@ _LIMIT_SCOPES = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows a flag's default once: not for on/off flags, not when None, not when the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or action.default in (None, argparse.SUPPRESS, False, True)
+            or action.nargs == 0
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _help_for(name: str) -> str | None:
     if name in _REQUESTER_HELP:
         return _REQUESTER_HELP[name]

@@ -185,35 +185,38 @@ class TaskManager:
 
         Raises ``StopRequested`` after Ctrl+C (once the current step has finished and been saved).
         """
-        monitors = self._start_monitors()
-        status = "error"
-        try:
-            with self._logs_around_bars(monitors), StopMonitor() as stop, _fewer_gc_passes():
-                self._stop = stop
-                self.GR.stop_check = lambda: stop.stop_requested
-                with self.GR:
-                    self._enter()
-                    try:
-                        if not self.run_flag:
-                            print(self.status_report())
-                            status = "status"
-                            return not self.GR.has_unfinished_work and self._generation_complete_hint()
-                        done = self._loop(stop)
-                        status = "complete" if done else "paused"
-                        return done
-                    finally:
-                        self.on_task_exit()
-                        self.D.close()
-                        self._state_files.close()
-        except StopRequested:
-            status = "stopped"
-            log.warning("Stopped. Everything done so far is saved: rerun the same command to continue.")
-            raise
-        finally:
-            self._stop = None
-            self.events.emit(RUN_FINISHED, status=status, message="")
-            for monitor in monitors:
-                monitor.close()
+        # The signal monitor spans the whole run, monitors included: a Ctrl+C while wandb starts or closes
+        # (or just after the task completed) is noted like any first Ctrl+C instead of raising mid-cleanup.
+        with StopMonitor() as stop:
+            monitors = self._start_monitors()
+            status = "error"
+            try:
+                with self._logs_around_bars(monitors), _fewer_gc_passes():
+                    self._stop = stop
+                    self.GR.stop_check = lambda: stop.stop_requested
+                    with self.GR:
+                        self._enter()
+                        try:
+                            if not self.run_flag:
+                                print(self.status_report())
+                                status = "status"
+                                return not self.GR.has_unfinished_work and self._generation_complete_hint()
+                            done = self._loop(stop)
+                            status = "complete" if done else "paused"
+                            return done
+                        finally:
+                            self.on_task_exit()
+                            self.D.close()
+                            self._state_files.close()
+            except StopRequested:
+                status = "stopped"
+                log.warning("Stopped. Everything done so far is saved: rerun the same command to continue.")
+                raise
+            finally:
+                self._stop = None
+                self.events.emit(RUN_FINISHED, status=status, message="")
+                for monitor in monitors:
+                    monitor.close()
 
     def _generation_complete_hint(self) -> bool:
         return bool(self.T.committed_samples) and not self.GR.has_unfinished_work
@@ -274,7 +277,6 @@ class TaskManager:
     def _loop(self, stop: StopMonitor) -> bool:
         gr = self.GR
         generated_all = gr.opts.only_process
-        delay = FIRST_POLL_DELAY
         while True:
             stop.check()
             progress = gr.update_remote() + gr.process_batches(self._process_result)
@@ -301,14 +303,18 @@ class TaskManager:
             elif generated_all and not gr.has_unfinished_work:
                 return self._finish()
             if progress:
-                delay = FIRST_POLL_DELAY
                 continue
             if gr.dryrun:
                 log.info("Dry run: stopping here (nothing was sent and nothing was written)")
                 return False
-            if gr.S.batches_in(BatchStatus.REMOTE):
-                self._wait(delay, "waiting for remote batches")
-                delay = min(delay * 2, gr.opts.remote_update_interval)
+            running = gr.S.batches_in(BatchStatus.REMOTE)
+            if running:
+                # Poll in proportion to how long the youngest batch has run: a batch done in 2 s is seen within
+                # about half a second, one running for hours at --remote_update_interval.
+                now = time.time()
+                youngest = min(now - (b.push_started_at or b.created_at) for b in running)
+                wait = min(max(FIRST_POLL_DELAY, youngest / 4), gr.opts.remote_update_interval)
+                self._wait(wait, "waiting for remote batches")
                 continue
             if gr.congested_since is not None:
                 self._wait(gr.opts.remote_update_interval, "token_limit_exceeded: waiting before pushing again")

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import GPTBatchError, StopRequested
 from .logs import configure_logging
-from .options import add_task_arguments, task_kwargs
+from .options import HelpFormatter, add_task_arguments, task_kwargs
 
 log = logging.getLogger("gpt_batch_api.demo")
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gpt_batch_api.task_manager_demo",
         description="Run one of the demo tasks of gpt_batch_api (see the README).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--task", required=True, choices=("char_codes", "utterance_emotion"), help="Demo task")
     parser.add_argument("--task_prefix", metavar="PREFIX", help="Prefix of the task's files (default: the task)")
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("Task %s. Files are in %s", state, args.task_dir)
         return 0  # complete or paused by a limit: both are normal ends of a run
     except StopRequested:
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl+C: stopped at once; the last commit is intact
+        log.warning("Stopped at once. Everything committed so far is saved: rerun the same command to continue.")
         return 130
     except GPTBatchError as exc:
         log.error("%s", exc)

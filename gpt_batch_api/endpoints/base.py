@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import importlib
 import sys
 from typing import Any
@@ -33,6 +34,18 @@ def retryable(subtype: str, msg: str) -> ErrorInfo:
 
 def warning(subtype: str, msg: str) -> ErrorInfo:
     return ErrorInfo(fatal=False, type="ResponseWarning", subtype=subtype, msg=msg)
+
+
+@functools.lru_cache(maxsize=256)
+def response_format_for(cls: type) -> Any:
+    """The strict JSON-schema ``response_format`` for a pydantic model, built once per class.
+
+    Building it (pydantic's ``model_json_schema`` through the SDK helper) costs about a millisecond; a task
+    sends the same class with every request. The result is shared: treat it as read-only.
+    """
+    from openai.lib import type_to_response_format_param
+
+    return type_to_response_format_param(cls)
 
 
 def class_spec(cls: type) -> ParseSpec:

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from openai.lib import type_to_response_format_param
 from openai.types.chat import ChatCompletion, ParsedChatCompletion
 
-from .base import Endpoint, ParsedBody, ParseSpec, class_spec, parse_model, resolve_class, retryable, warning
+from .base import (
+    Endpoint,
+    ParsedBody,
+    ParseSpec,
+    class_spec,
+    parse_model,
+    resolve_class,
+    response_format_for,
+    retryable,
+    warning,
+)
 
 
 def _is_model_class(value: Any) -> bool:
@@ -23,7 +32,7 @@ class ChatCompletionsEndpoint(Endpoint):
         if not isinstance(response_format, type) or not _is_model_class(response_format):
             return payload, None
         body = dict(payload)
-        body["response_format"] = type_to_response_format_param(response_format)
+        body["response_format"] = response_format_for(response_format)
         return body, class_spec(response_format)
 
     def num_outputs(self, payload: dict[str, Any]) -> int:

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from openai.lib import type_to_response_format_param
 from openai.types.responses import Response
 
-from .base import Endpoint, ParsedBody, ParseSpec, class_spec, parse_model, resolve_class, retryable, warning
+from .base import (
+    Endpoint,
+    ParsedBody,
+    ParseSpec,
+    class_spec,
+    parse_model,
+    resolve_class,
+    response_format_for,
+    retryable,
+    warning,
+)
 
 
 class ResponsesEndpoint(Endpoint):
@@ -22,7 +31,7 @@ class ResponsesEndpoint(Endpoint):
         if not (isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)):
             return payload, None
         body = {k: v for k, v in payload.items() if k != "text_format"}
-        schema = type_to_response_format_param(cls)["json_schema"]  # type: ignore[index,typeddict-item]
+        schema = response_format_for(cls)["json_schema"]
         body["text"] = {
             **(text if isinstance(text, dict) else {}),
             "format": {"type": "json_schema", **schema},

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     task = NumbersTask(args.task_dir, args.num, chunk=args.chunk, reject_every=args.reject_every, **options)
     try:
         return 0 if task.run() else 3
-    except StopRequested:
+    except (StopRequested, KeyboardInterrupt):
         return 130
     except GPTBatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
