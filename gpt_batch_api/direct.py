@@ -7,6 +7,9 @@ whether it is retried in a later batch). Some errors stop the run at once, after
 recorded: a rejected API key, ``insufficient_quota``, and a server that answered nothing while a request
 used up its attempts (unreachable: recording an error would only burn the request's retries).
 
+Calls are paced from the ``x-ratelimit-*`` headers (``ratelimit.RateLimitGate``): when the minute's budget
+would not cover the calls in flight, new calls wait for it to refill, and a 429 pauses every worker.
+
 Results are handed to ``on_result`` in the calling thread, so the caller's journal needs no locking.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import logging
 import random
 import threading
@@ -25,7 +29,9 @@ from typing import Any
 import openai
 
 from .errors import AuthenticationError, QuotaExceededError
+from .ratelimit import RateLimitGate
 from .remote import translate_api_error
+from .store import fastjson
 
 __all__ = ["DirectExecutor", "DirectSummary"]
 
@@ -73,6 +79,7 @@ class DirectExecutor:
         self._abort = threading.Event()
         self._retries = 0
         self._retries_lock = threading.Lock()
+        self.gate = RateLimitGate(self.concurrency)
         self._last_answer = -1.0  # time.monotonic() of the last HTTP answer of any call (shared by threads)
 
     def run(
@@ -159,12 +166,18 @@ class DirectExecutor:
         first_sent = time.monotonic()
         while True:
             attempt += 1
+            paused = self.gate.delay()  # the shared rate-limit budget is short: let it refill first
+            if paused > 0 and self._abort.wait(paused):
+                return None
             try:
-                response = self.client.post(path, body=body, cast_to=object)
+                response = self.client.post(path, body=body, cast_to=_http_response_class())
                 self._last_answer = time.monotonic()
-                return _line(custom_id, 200, response)
+                answer = fastjson.loads(response.content)
+                self.gate.observe(response.headers, answer.get("usage") if isinstance(answer, dict) else None)
+                return _line(custom_id, 200, answer)
             except openai.APIStatusError as exc:
                 self._last_answer = time.monotonic()
+                self.gate.observe(exc.response.headers)
                 error = translate_api_error(exc, f"direct call to {path}", str(self.client.base_url))
                 if isinstance(error, AuthenticationError | QuotaExceededError):
                     raise _Fatal(error) from None
@@ -172,7 +185,10 @@ class DirectExecutor:
                 retryable = status in RETRYABLE_STATUS or status >= 500
                 if not retryable or attempt >= self.max_attempts:
                     return _line(custom_id, status, exc.body if exc.body is not None else {"error": exc.message})
-                delay = _retry_after(exc.response) or self._backoff(attempt)
+                retry_after = _retry_after(exc.response)
+                if status == 429 and retry_after:
+                    self.gate.pause(retry_after, "HTTP 429 rate limit")  # the budget is shared by every worker
+                delay = retry_after or self._backoff(attempt)
             except openai.APITimeoutError as exc:  # one slow request: its own retries, then an error line
                 if attempt >= self.max_attempts:
                     return _error_line(custom_id, "timeout", str(exc))
@@ -198,6 +214,16 @@ class DirectExecutor:
 
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+@functools.cache
+def _http_response_class() -> type:
+    """The SDK's HTTP response class (httpx2 in openai 3, httpx before): as ``cast_to``, the SDK returns the
+    response itself, so the rate-limit headers can be read and the body parsed with orjson."""
+    from openai import _base_client
+
+    module = getattr(_base_client, "httpx2", None) or _base_client.httpx  # type: ignore[attr-defined]
+    return module.Response  # type: ignore[no-any-return]
 
 
 def _retry_after(response: Any) -> float | None:

@@ -69,11 +69,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (
-            "default" in text.lower()
-            or action.default in (None, argparse.SUPPRESS, False, True)
-            or action.nargs == 0
-        ):
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS, False, True) or action.nargs == 0:
             return text
         return f"{text} (default: %(default)s)"
 

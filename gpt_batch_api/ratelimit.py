@@ -1,0 +1,90 @@
+"""Client-side pacing of direct API calls from OpenAI's ``x-ratelimit-*`` headers and ``retry-after``.
+
+Every answer says how many requests and tokens are left in the current minute's budget and how fast it
+refills (``limit`` per 60 s). When what is left would not cover the calls that may be in flight at once
+(``concurrency`` requests, of about the tokens answers have used so far), new calls wait until the budget
+has refilled that far, instead of sending a burst that comes back as 429s. A 429 pauses every worker for
+its ``retry-after``, since the budget is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["RateLimitGate", "parse_duration"]
+
+log = logging.getLogger(__name__)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_PAUSE_S = 60.0
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds from OpenAI's reset format (``17ms``, ``1s``, ``6m0s``, ``1h2m3.5s``); None if unreadable."""
+    if not text:
+        return None
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(number + unit for number, unit in parts) != text.strip():
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def _number(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = headers.get(name)
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class RateLimitGate:
+    """Shared by the worker threads of one executor: ``delay()`` says how long a new call should wait."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = max(1, concurrency)
+        self._lock = threading.Lock()
+        self._resume_at = 0.0  # time.monotonic() before which no new call starts
+        self._avg_tokens: float | None = None  # tokens per answered request (moving average)
+        self.pauses = 0
+
+    def delay(self) -> float:
+        return max(0.0, self._resume_at - time.monotonic())
+
+    def pause(self, seconds: float, reason: str) -> None:
+        seconds = min(MAX_PAUSE_S, max(0.0, seconds))
+        if seconds <= 0:
+            return
+        with self._lock:
+            resume_at = time.monotonic() + seconds
+            if resume_at <= self._resume_at:
+                return
+            self._resume_at = resume_at
+            self.pauses += 1
+        log.info("Direct API: %s; pausing new calls for %.2f s", reason, seconds)
+
+    def observe(self, headers: Mapping[str, str] | None, usage: Mapping[str, Any] | None = None) -> None:
+        """Read the rate-limit headers (and the answer's token usage) and pause if the budget runs short."""
+        if usage:
+            tokens = usage.get("total_tokens")
+            if isinstance(tokens, int | float) and tokens > 0:
+                with self._lock:
+                    previous = self._avg_tokens
+                    self._avg_tokens = tokens if previous is None else 0.9 * previous + 0.1 * tokens
+        if not headers:
+            return
+        need_tokens = self.concurrency * (self._avg_tokens or 0.0)
+        for kind, need in (("requests", float(self.concurrency)), ("tokens", need_tokens)):
+            remaining = _number(headers, f"x-ratelimit-remaining-{kind}")
+            limit = _number(headers, f"x-ratelimit-limit-{kind}")
+            if remaining is None or not limit or need <= 0 or remaining >= need:
+                continue
+            refill = (need - remaining) * 60.0 / limit  # the budget refills continuously, limit per minute
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            seconds = min(refill, reset) if reset is not None else refill
+            self.pause(seconds, f"{int(remaining)} {kind} left of {int(limit)} per minute")

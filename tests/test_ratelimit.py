@@ -1,0 +1,67 @@
+"""Direct calls pace themselves from the x-ratelimit-* headers instead of bursting into 429s."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gpt_batch_api.ratelimit import RateLimitGate, parse_duration
+from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+from .support.helpers import assert_complete
+from .support.numbers_task import NumbersTask
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("17ms", 0.017), ("1s", 1.0), ("6m0s", 360.0), ("1h2m3.5s", 3723.5), ("0.5s", 0.5), ("", None), ("soon", None)],
+)
+def test_reset_durations_in_openai_format(text, seconds):
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_the_gate_waits_until_the_budget_covers_the_calls_in_flight():
+    gate = RateLimitGate(concurrency=8)
+    headers = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "2"}
+    gate.observe({**headers, "x-ratelimit-reset-requests": "59s"})
+    assert gate.delay() == pytest.approx(6 * 60 / 600, abs=0.05)  # 6 more requests at 10 per second
+    plenty = RateLimitGate(concurrency=8)
+    plenty.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "500"})
+    assert plenty.delay() == 0
+    tokens = RateLimitGate(concurrency=4)
+    tokens.observe({"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "1000"}, {"total_tokens": 500})
+    assert tokens.delay() == pytest.approx((4 * 500 - 1000) * 60 / 60000, abs=0.05)
+
+
+def run_counting_429s(tmp_path, *, paced: bool, monkeypatch) -> int:
+    if not paced:
+        monkeypatch.setattr(RateLimitGate, "observe", lambda self, headers, usage=None: None)
+        monkeypatch.setattr(RateLimitGate, "pause", lambda self, seconds, reason: None)
+    refused = {"n": 0}
+    lock = threading.Lock()
+    with Simulator(SimulatorConfig(rpm=300)) as sim:
+        original = sim.handle
+
+        def handle(method, target, headers, body):
+            answer = original(method, target, headers, body)
+            if answer[0] == 429:
+                with lock:
+                    refused["n"] += 1
+            return answer
+
+        sim.handle = handle
+        options = {"wandb": False, "progress": False, "client_base_url": sim.base_url, "openai_api_key": "sk-test"}
+        options.update(force_direct=True, direct_concurrency=8, max_direct_requests=400, max_retries=10)
+        assert NumbersTask(str(tmp_path), 320, chunk=400, **options).run() is True
+    records = assert_complete(tmp_path, 320)
+    assert all(r.error is None for r in records)
+    return refused["n"]
+
+
+def test_direct_calls_pace_themselves_under_a_requests_per_minute_limit(tmp_path, monkeypatch):
+    paced = run_counting_429s(tmp_path / "paced", paced=True, monkeypatch=monkeypatch)
+    assert paced <= 8, f"{paced} calls were refused with 429 although the headers said the budget was short"
+    monkeypatch.undo()
+    unpaced = run_counting_429s(tmp_path / "unpaced", paced=False, monkeypatch=monkeypatch)
+    assert unpaced > paced, "the control run without pacing should have been refused more often"
