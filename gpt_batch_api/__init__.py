@@ -24,8 +24,10 @@ _EXPORTS = {
     "ResultInfo": "results",
     "TaskManager": "task_manager",
     "TaskOutputFile": "output_files",
+    "TaskState": "task_state",
     "TokenCoster": "costs",
     "TokenEstimator": "tokens",
+    "load_task_state": "task_state",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
