@@ -1,0 +1,63 @@
+"""A synthetic task for the benchmarks: one short chat request per sample, one output record per answer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gpt_batch_api.output_files import DataclassListOutputFile
+from gpt_batch_api.request import GPTRequest
+from gpt_batch_api.task_manager import TaskManager
+
+
+@dataclasses.dataclass
+class Row:
+    key: str
+    text: str
+
+
+class SyntheticTask(TaskManager):
+    def __init__(self, task_dir: str, num: int, **kwargs):
+        super().__init__(task_dir, "bench", DataclassListOutputFile.output_factory(Row), {"num": num}, **kwargs)
+        self.next_index = 0
+
+    @staticmethod
+    def payload(i: int) -> dict:
+        return {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"Sample {i}: say something short."}],
+            "max_completion_tokens": 16,
+        }
+
+    def generate_requests(self) -> bool:
+        num = self.T.meta["num"]
+        while self.next_index < num:
+            i = self.next_index
+            self.next_index += 1
+            key = str(i)
+            if key in self.T.committed_samples:
+                continue
+            payload = self.payload(i)
+            self.add_request(GPTRequest(payload, meta={"k": key}))
+            if len(self.GR.P) >= 5000 and self.commit_requests():
+                return False
+        if self.GR.P and self.commit_requests():
+            return False
+        return True
+
+    def commit_cached_request(self, cached_req) -> None:
+        self.T.committed_samples[cached_req.item.req.meta["k"]] = None
+
+    def process_batch_result(self, result) -> bool:
+        rows = []
+        for info in result.infos.values():
+            key = info.meta["k"]
+            if info.err_info is None:
+                rows.append(Row(key, info.resp_info.body["choices"][0]["message"]["content"]))
+                self.T.succeeded_samples[key] = None
+            elif not info.retry:
+                self.T.failed_samples[key] = None
+        self.D.extend(rows)
+        return bool(rows)
+
+    def wipe_unfinished(self, wipe_failed: bool) -> bool:
+        return False
