@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import unicodedata
@@ -48,6 +50,33 @@ def check_char_codes(task_dir: Path) -> dict:
         assert info["code_point"] == f"U+{ord(char):04X}", "a wrong code point must have been retried"
         assert info["name_correct"] == (info["name"] == unicodedata.name(char, ""))
     return chars
+
+
+def test_demo_against_a_simulator_started_from_the_shell(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    timing = ["--validating_s", "0.1", "--in_progress_s", "0.3", "--finalizing_s", "0.1"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gpt_batch_api.simulator", "--port", str(port), "--demo_answers", *timing],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "serving at" in (server.stdout.readline() if server.stdout else "")
+        task_dir = tmp_path / "external"
+        task_dir.mkdir()
+        cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "char_codes", "--task_dir",
+               str(task_dir), "--no_progress", "--no_wandb", "--client_base_url", f"http://127.0.0.1:{port}/v1",
+               "--openai_api_key", "sk-external", "--min_batch_requests", "1"]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        check_char_codes(task_dir)
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
 
 
 def test_simulate_runs_char_codes_end_to_end_without_a_key(tmp_path):

@@ -59,11 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--smoke", action="store_true", help="run a self-check on a free port, print OK, exit")
+    parser.add_argument(
+        "--demo_answers",
+        action="store_true",
+        help="answer the demo tasks' prompts correctly (as --simulate does), e.g. to run the demo against this server",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         return smoke()
-    sim = Simulator(config_from_args(args), port=args.port).start()
+    responder = None
+    if args.demo_answers:
+        from ..demo_tasks.responder import demo_responder
+
+        responder = demo_responder
+    sim = Simulator(config_from_args(args), port=args.port, responder=responder).start()
     print(f"Simulator serving at {sim.base_url} (Ctrl+C to stop)", flush=True)
     try:
         while True:
