@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .direct import DirectExecutor
 from .events import DIRECT_PROGRESS
@@ -22,11 +22,8 @@ from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
 from .store import fastjson
-from .store.atomic import DISK_ERRNOS, crash_point, disk_error
+from .store.atomic import crash_point, raise_as_disk_error
 from .store.jsonl import read_jsonl
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["DirectBatchesMixin"]
 
@@ -118,7 +115,7 @@ class DirectBatchesMixin(RequesterBase):
                         os.fsync(journal.fileno())
                         last_sync = time.monotonic()
                 except OSError as exc:  # a torn last line is dropped by recover_jsonl on the next start
-                    raise disk_error(journal_path, exc) if exc.errno in DISK_ERRNOS else exc from None
+                    raise_as_disk_error(journal_path, exc)
 
             try:
                 summary = executor.run(self.endpoint.path, pending, on_result)

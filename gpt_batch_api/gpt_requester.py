@@ -29,7 +29,7 @@ from typing import Any
 from .costs import TokenCoster
 from .direct_batches import DirectBatchesMixin
 from .endpoints import get_endpoint
-from .errors import ConfigError, LimitError, TaskFileError
+from .errors import ConfigError, LimitError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
@@ -39,8 +39,8 @@ from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestIte
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
 from .store import fastjson
-from .store.atomic import DISK_ERRNOS, cleanup_temp_files, crash_point, disk_error, fsync_dir
-from .store.jsonl import JsonlAppender, read_raw_lines, recover_jsonl
+from .store.atomic import cleanup_temp_files, crash_point, fsync_dir, raise_as_disk_error
+from .store.jsonl import JsonlAppender, corrupt_line_error, read_raw_lines, recover_jsonl
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
 from .store.transaction import Transaction, recover_transaction
@@ -266,7 +266,6 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None) -> bytes:
         info, req = cached.info, cached.item.req
         head = {
-            "ll": len(cached.line) - 1,  # first key: lets the cutter slice the line out without decoding it
             "id": cached.item.id,
             "retry_num": req.retry_num,
             "ti": info.tokens_input,
@@ -327,11 +326,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             try:
                 record = parse_queue_record(raw)
             except ValueError as exc:
-                raise TaskFileError(
-                    f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
-                    "or wipe the pending requests with --wipe_requests.",
-                    str(path),
-                ) from None
+                raise corrupt_line_error(path, offset, exc) from None
             yield offset + len(raw), record
 
     # ------------------------------------------------------------------ cutting batches
@@ -548,7 +543,7 @@ def _write_durably(path: Path, data: bytes) -> None:
             os.fsync(file.fileno())
     except OSError as exc:
         path.unlink(missing_ok=True)  # unreferenced: removing it leaves the task as it was
-        raise disk_error(path, exc) if exc.errno in DISK_ERRNOS else exc from None
+        raise_as_disk_error(path, exc)
     fsync_dir(path.parent)
 
 

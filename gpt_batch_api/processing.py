@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .classify import classify
 from .errors import ProcessingError
@@ -27,9 +27,6 @@ from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
 from .store.atomic import crash_point
 from .store.jsonl import read_jsonl
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ProcessingMixin"]
 
@@ -279,15 +276,15 @@ class ProcessingMixin(RequesterBase):
         line = fastjson.dumps(line_obj)
         req = info.req_info
         cost_batch = self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True)
+        size = len(line) + 1
         record = {
-            "ll": len(line),
             "id": new_id,
             "retry_num": info.next_retry_num,
             "ti": req.tokens_input,
             "to": req.tokens_output,
             "cb": cost_batch,
             "cd": self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
-            "size": len(line) + 1,
+            "size": size,
             "parse": getattr(info, "parse_spec", None),
             "meta": info.meta,
         }
@@ -296,7 +293,7 @@ class ProcessingMixin(RequesterBase):
         queue.num_requests += 1
         queue.tokens_input += req.tokens_input
         queue.cost += cost_batch
-        queue.size += len(line) + 1
+        queue.size += size
         assert self._queue is not None
         self._queue.append_raw(text)
 

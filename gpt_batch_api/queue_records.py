@@ -18,8 +18,8 @@ _LINE_KEY = b',"line":'
 
 
 def queue_record_bytes(head: dict[str, Any], line: bytes) -> bytes:
-    """One queue line from its head (with ``ll`` = ``len(line)`` as the first key) and the batch line."""
-    return fastjson.dumps(head)[:-1] + _LINE_KEY + line + b"}\n"
+    """One queue line from its head and the batch line (``ll``, the line's length, is put first here)."""
+    return fastjson.dumps({"ll": len(line), **head})[:-1] + _LINE_KEY + line + b"}\n"
 
 
 def parse_queue_record(raw: bytes) -> dict[str, Any]:

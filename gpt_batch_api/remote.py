@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import openai
 
@@ -23,9 +23,6 @@ from .limits import Amounts
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
 from .store.atomic import atomic_write_bytes, crash_point
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["RemoteMixin", "translate_api_error"]
 

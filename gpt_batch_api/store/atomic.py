@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import TaskFileError
 
@@ -52,6 +52,13 @@ def disk_error(path: str | os.PathLike[str], exc: OSError) -> TaskFileError:
     )
 
 
+def raise_as_disk_error(path: str | os.PathLike[str], exc: OSError) -> NoReturn:
+    """Re-raise ``exc``: as a TaskFileError naming ``path`` if the disk is full, read-only or forbidden."""
+    if exc.errno in DISK_ERRNOS:
+        raise disk_error(path, exc) from None
+    raise exc
+
+
 def write_temp(target: Path, data: bytes) -> Path:
     """Write ``data`` to a fresh fsynced temp file next to ``target`` and return its path."""
     fd, name = tempfile.mkstemp(prefix=f"{target.name}{TEMP_MARK}", dir=target.parent)
@@ -62,9 +69,7 @@ def write_temp(target: Path, data: bytes) -> Path:
             os.fsync(file.fileno())
     except OSError as exc:
         Path(name).unlink(missing_ok=True)
-        if exc.errno in DISK_ERRNOS:
-            raise disk_error(target, exc) from None
-        raise
+        raise_as_disk_error(target, exc)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise

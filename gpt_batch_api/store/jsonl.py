@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import TaskFileError
 from . import fastjson
-from .atomic import DISK_ERRNOS, disk_error, fsync_dir
+from .atomic import fsync_dir, raise_as_disk_error
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class JsonlAppender:
         try:
             self._file = open(self.path, "ab")  # noqa: SIM115 (closed in close())
         except OSError as exc:
-            raise disk_error(self.path, exc) if exc.errno in DISK_ERRNOS else exc from None
+            raise_as_disk_error(self.path, exc)
         size = self._file.seek(0, os.SEEK_END)
         if size < committed_size:
             self._file.close()
@@ -67,9 +67,7 @@ class JsonlAppender:
         try:
             self._file.write(data)
         except OSError as exc:
-            if exc.errno in DISK_ERRNOS:
-                raise disk_error(self.path, exc) from None
-            raise
+            raise_as_disk_error(self.path, exc)
         self._size += len(data)
         return offset
 
@@ -86,9 +84,7 @@ class JsonlAppender:
             if fsync:
                 os.fsync(self._file.fileno())
         except OSError as exc:
-            if exc.errno in DISK_ERRNOS:
-                raise disk_error(self.path, exc) from None
-            raise
+            raise_as_disk_error(self.path, exc)
         return self._size
 
     def close(self) -> None:
@@ -103,6 +99,15 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def corrupt_line_error(path: str | os.PathLike[str], offset: int, exc: Exception) -> TaskFileError:
+    """The error for a line that is not what it should be: names the file, the byte and the way out."""
+    return TaskFileError(
+        f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file or wipe the "
+        "pending requests with --wipe_requests.",
+        str(path),
+    )
 
 
 def read_raw_lines(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
@@ -140,11 +145,7 @@ def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = N
         try:
             obj = fastjson.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise TaskFileError(
-                f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file "
-                "or wipe the pending requests with --wipe_requests.",
-                str(path),
-            ) from None
+            raise corrupt_line_error(path, offset, exc) from None
         yield offset, obj
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import filelock
 
 from ..errors import TaskLockedError
-from .atomic import DISK_ERRNOS, disk_error
+from .atomic import raise_as_disk_error
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ class TaskLock:
                     last_note = now
                     log.info("Still waiting for the task lock %s (held by %s)", self.path, self.holder() or "unknown")
             except OSError as exc:  # after Timeout (an OSError too): e.g. a read-only or full file system
-                if exc.errno in DISK_ERRNOS:
-                    raise disk_error(self.path, exc) from None
-                raise
+                raise_as_disk_error(self.path, exc)
         try:
             self.holder_path.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
         except OSError:
