@@ -61,3 +61,11 @@ class SyntheticTask(TaskManager):
 
     def wipe_unfinished(self, wipe_failed: bool) -> bool:
         return False
+
+
+def bench_task(task_dir: str, num: int, base_url: str, **options: object) -> SyntheticTask:
+    """A SyntheticTask against ``base_url`` with no wandb or bars and every cost cap lifted (benchmarks measure
+    throughput, not budgets); ``options`` adds the benchmark's own limits."""
+    no_caps = {f"max_{scope}_cost": 1e9 for scope in ("batch", "remote", "session", "task")}
+    settings = {"wandb": False, "progress": False, "client_base_url": base_url, "openai_api_key": "sk-bench"}
+    return SyntheticTask(task_dir, num, **settings, **no_caps, **options)

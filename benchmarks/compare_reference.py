@@ -181,15 +181,9 @@ def serve(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     with open(args.hints, encoding="utf-8") as file:
         EMOTION_HINTS.update(json.load(file))
-    sim = Simulator(config_from_args(args), port=args.port, responder=task_responder).start()
-    print(f"serving {sim.base_url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    Simulator(config_from_args(args), port=args.port, responder=task_responder).serve_until_interrupted(
+        "serving {base_url}"
+    )
     return 0
 
 

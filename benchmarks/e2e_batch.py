@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from _common import StageTimer, bytes_written, dir_bytes, peak_rss_mb, print_json, simulator_process
-from _synthetic import SyntheticTask
+from _synthetic import SyntheticTask, bench_task
 
 
 def main() -> None:
@@ -27,13 +27,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=io.StringIO())
     timing_flags = ["--validating_s", "0", "--in_progress_s", "0", "--finalizing_s", "0"]
     with simulator_process(*timing_flags) as base_url, tempfile.TemporaryDirectory() as task_dir:
-        task = SyntheticTask(
+        task = bench_task(
             task_dir,
             args.requests,
-            wandb=False,
-            progress=False,
-            client_base_url=base_url,
-            openai_api_key="sk-bench",
+            base_url,
             max_batch_requests=args.batch_requests,
             min_batch_requests=1,
             max_unpushed_batches=100,
@@ -41,10 +38,6 @@ def main() -> None:
             max_batch_ktokens=20_000,
             max_remote_ktokens=60_000,
             max_remote_requests=10_000_000,
-            max_remote_cost=1e9,
-            max_session_cost=1e9,
-            max_task_cost=1e9,
-            max_batch_cost=1e9,
             remote_update_interval=0.05,
         )
         timer = StageTimer()

@@ -18,28 +18,21 @@ import time
 from typing import Any
 
 from _common import peak_rss_mb, print_json, simulator_process
-from _synthetic import SyntheticTask
+from _synthetic import bench_task
 
 DIRECT_TARGET_RPS = 200  # at 50 ms latency (issue: direct throughput)
 
 
 def run_direct(requests: int, latency_ms: float, concurrency: int) -> dict[str, Any]:
     with simulator_process("--latency_ms", str(latency_ms)) as base_url, tempfile.TemporaryDirectory() as task_dir:
-        task = SyntheticTask(
+        task = bench_task(
             task_dir,
             requests,
-            wandb=False,
-            progress=False,
-            client_base_url=base_url,
-            openai_api_key="sk-bench",
+            base_url,
             force_direct=True,
             direct_concurrency=concurrency,
             max_direct_requests=requests,
             max_batch_requests=min(50_000, requests),
-            max_session_cost=1e9,
-            max_task_cost=1e9,
-            max_batch_cost=1e9,
-            max_remote_cost=1e9,
             max_batch_ktokens=100_000,
             max_remote_ktokens=100_000,
         )

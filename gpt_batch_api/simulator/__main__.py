@@ -73,15 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..demo_tasks.responder import demo_responder
 
         responder = demo_responder
-    sim = Simulator(config_from_args(args), port=args.port, responder=responder).start()
-    print(f"Simulator serving at {sim.base_url} (Ctrl+C to stop)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    sim = Simulator(config_from_args(args), port=args.port, responder=responder)
+    sim.serve_until_interrupted("Simulator serving at {base_url} (Ctrl+C to stop)")
     return 0
 
 

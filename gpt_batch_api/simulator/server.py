@@ -104,6 +104,18 @@ class Simulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def serve_until_interrupted(self, banner: str) -> None:
+        """Start, print ``banner`` (``{base_url}`` filled in), serve until Ctrl+C, then stop."""
+        self.start()
+        print(banner.format(base_url=self.base_url), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def __enter__(self) -> Simulator:
         return self.start()
 
