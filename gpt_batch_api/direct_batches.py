@@ -51,6 +51,21 @@ class DirectBatchesMixin(RequesterBase):
             done += 1
         return done
 
+    def _direct_executor(self) -> DirectExecutor:
+        """The executor of this session's direct batches (made on first use; its connections stay open)."""
+        if self._executor is None:
+            self._executor = DirectExecutor(
+                self.async_client_factory(),
+                concurrency=self.opts.direct_concurrency,
+                stop_check=lambda: self.stop_check(),
+            )
+        return self._executor
+
+    def close_direct_executor(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.close()
+
     def _convert_local_to_direct(self) -> None:
         """--force_direct on a task with local batches: run them through the direct API instead."""
         changed = False
@@ -96,12 +111,7 @@ class DirectBatchesMixin(RequesterBase):
         if not pending:
             return True
         total, done = batch.num_requests, batch.num_requests - len(pending)
-        executor = DirectExecutor(
-            self.client,
-            concurrency=self.opts.direct_concurrency,
-            stop_check=self.stop_check,
-            on_progress=lambda n, _t: self.events.emit(DIRECT_PROGRESS, batch_id=batch.id, done=done + n, total=total),
-        )
+        executor = self._direct_executor()
         with open(journal_path, "ab") as journal:
             last_sync = time.monotonic()
 
@@ -118,7 +128,14 @@ class DirectBatchesMixin(RequesterBase):
                     raise_as_disk_error(journal_path, exc)
 
             try:
-                summary = executor.run(self.endpoint.path, pending, on_result)
+                summary = executor.run(
+                    self.endpoint.path,
+                    pending,
+                    on_result,
+                    on_progress=lambda n, _t: self.events.emit(
+                        DIRECT_PROGRESS, batch_id=batch.id, done=done + n, total=total
+                    ),
+                )
             finally:
                 with contextlib.suppress(OSError):  # a disk error is already on its way up
                     journal.flush()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .costs import TokenCoster
+from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError
@@ -64,6 +65,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         *,
         events: EventBus | None = None,
         client: Any = None,
+        async_client: Any = None,
         **options: Any,
     ) -> None:
         self.opts = RequesterOptions.from_kwargs(options)
@@ -83,6 +85,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             cost_output_batch_mtoken=self.opts.cost_output_batch_mtoken,
         )
         self._client = client
+        self._async_client = async_client
+        self._executor: DirectExecutor | None = None  # direct batches' calls (made on first use)
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
         self.S = RequesterState(endpoint=self.endpoint.path)
@@ -135,6 +139,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self.entered = True
 
     def exit(self) -> None:
+        self.close_direct_executor()
         if self._queue is not None:
             self._queue.close()
             self._queue = None
@@ -202,6 +207,15 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                     "use --client_base_url for a local server."
                 ) from None
         return self._client
+
+    def async_client_factory(self) -> Callable[[], Any]:
+        """Makes the ``AsyncOpenAI`` client of direct calls: ``async_client`` if one was given, else one with the
+        sync client's settings (called on the direct executor's event loop)."""
+        if self._async_client is not None:
+            given = self._async_client
+            return lambda: given
+        client = self.client  # validates the key and options first, with the clear errors above
+        return lambda: async_client_like(client)
 
     # ------------------------------------------------------------------ commit point
 

@@ -44,7 +44,7 @@ def _number(headers: Mapping[str, str], name: str) -> float | None:
 
 
 class RateLimitGate:
-    """Shared by the worker threads of one executor: ``delay()`` says how long a new call should wait."""
+    """Shared by the calls of one executor: ``delay()`` says how long a new call should wait."""
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = max(1, concurrency)

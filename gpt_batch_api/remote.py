@@ -24,7 +24,7 @@ from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
 from .store.atomic import atomic_write_bytes, crash_point
 
-__all__ = ["RemoteMixin", "translate_api_error"]
+__all__ = ["RemoteMixin", "describe_connection_error", "translate_api_error"]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,27 @@ def translate_api_error(exc: Exception, what: str, base_url: str | None = None) 
     if isinstance(exc, openai.APIStatusError):
         return APIError(f"{what} failed with HTTP {exc.status_code}: {exc.message}", exc.status_code)
     if isinstance(exc, openai.APIConnectionError):
+        _, detail = describe_connection_error(exc)
         return APIError(
-            f"{what}: cannot reach the API server{f' at {base_url}' if base_url else ''} ({exc}). Check the network "
-            "or --client_base_url, then rerun the same command (nothing is lost)."
+            f"{what}: cannot reach the API server{f' at {base_url}' if base_url else ''} ({detail}). Check the "
+            "network or --client_base_url, then rerun the same command (nothing is lost)."
         )
     return exc
+
+
+def describe_connection_error(exc: Exception) -> tuple[str, str]:
+    """``("timeout" | "connection_error", message)`` for a call that got no answer.
+
+    The innermost cause decides and is named in the message: the SDK's aiohttp transport reports every
+    connection failure (refused, dropped) as "Request timed out."
+    """
+    root: BaseException = exc
+    while (cause := root.__cause__ or root.__context__) is not None and cause is not exc:
+        root = cause
+    if root is exc:
+        return ("timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error"), str(exc)
+    timed_out = isinstance(root, TimeoutError) or type(root).__name__.endswith("Timeout")
+    return ("timeout" if timed_out else "connection_error"), f"{exc} ({type(root).__name__}: {root})"
 
 
 def _error_code(exc: openai.APIStatusError) -> str | None:

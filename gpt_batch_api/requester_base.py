@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .costs import TokenCoster
+    from .direct import DirectExecutor
     from .endpoints import Endpoint
     from .events import EventBus
     from .limits import Amounts, Limits
@@ -42,9 +43,12 @@ class RequesterBase:
         _queue: JsonlAppender | None
         _pending_deletes: list[Path]
         _last_block_reason: str | None
+        _executor: DirectExecutor | None
 
         @property
         def client(self) -> Any: ...
+
+        def async_client_factory(self) -> Callable[[], Any]: ...
 
         def commit(self, *, with_task: bool = False) -> None: ...
 
