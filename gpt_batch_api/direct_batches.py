@@ -17,6 +17,7 @@ from typing import Any
 
 from .direct import DirectExecutor
 from .events import DIRECT_PROGRESS
+from .gc_control import gc_paused
 from .limits import Amounts
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
@@ -47,7 +48,8 @@ class DirectBatchesMixin(RequesterBase):
                 break
             if not self._execute_direct(batch):
                 break
-            self.process_batch(batch, handler)
+            with gc_paused():  # see ProcessingMixin.process_batches
+                self.process_batch(batch, handler)
             done += 1
         return done
 

@@ -18,6 +18,7 @@ from typing import Any
 from .classify import classify
 from .errors import ProcessingError
 from .events import BATCH_PROCESSED
+from .gc_control import gc_paused
 from .logs import LogSummarizer
 from .queue_records import queue_record_bytes
 from .request import GPTRequest, GPTRequestInfo, GPTRequestItem, custom_id_for
@@ -77,7 +78,8 @@ class ProcessingMixin(RequesterBase):
                     "cause, then rerun with --process_failed_batches N to finalise it (add --retry_fatal_requests "
                     "to retry its requests), or --wipe_requests to drop it."
                 )
-            self.process_batch(batch, handler)
+            with gc_paused():  # one batch's result objects die before the collector would walk them
+                self.process_batch(batch, handler)
             processed += 1
         return processed
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 
 from .errors import ConfigError, StopRequested
 from .events import GENERATION_PROGRESS, RUN_FINISHED, RUN_STARTED, STATUS, WAITING, EventBus
+from .gc_control import fewer_gc_passes
 from .gpt_requester import GPTRequester
 from .output_files import TaskOutputFile
 from .request import CachedGPTRequest, GPTRequest
@@ -191,7 +191,7 @@ class TaskManager:
             monitors = self._start_monitors()
             status = "error"
             try:
-                with self._logs_around_bars(monitors), _fewer_gc_passes():
+                with self._logs_around_bars(monitors), fewer_gc_passes():
                     self._stop = stop
                     self.GR.stop_check = lambda: stop.stop_requested
                     with self.GR:
@@ -417,21 +417,3 @@ class _WandbCloser:
 
     def close(self) -> None:
         self.monitor.finish()
-
-
-@contextlib.contextmanager
-def _fewer_gc_passes(gen0_threshold: int = 200_000) -> Any:
-    """Run the cyclic garbage collector less often while a task runs, then restore the thresholds.
-
-    The engine allocates millions of short-lived, acyclic objects (parsed lines, result infos), which
-    reference counting frees; with the default threshold (700) the collector also walks every live
-    object again and again: about 30% of the CPU time per request at 30,000 requests (then 50 us of
-    175), and still ~12 us of 108 at a threshold of 50,000 (benchmarks/e2e_batch.py, 100,000 requests).
-    Young cyclic garbage waits a little longer to be collected: at most this many objects.
-    """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(gen0_threshold, thresholds[0]), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
