@@ -31,7 +31,7 @@ def classify(
     line: dict[str, Any] | None,
     item: GPTRequestItem,
     req_info: GPTRequestInfo,
-    payload: dict[str, Any],
+    num_outputs: int,
     endpoint: Endpoint,
     spec: dict[str, str] | None,
     *,
@@ -63,7 +63,7 @@ def classify(
             counts_as_retry=code not in FREE_RETRY_CODES,
         )
     else:
-        _classify_response(info, line.get("response") or {}, payload, endpoint, spec)
+        _classify_response(info, line.get("response") or {}, num_outputs, endpoint, spec)
     if info.err_info is not None:
         allowed = info.retries_left or not info.err_info.counts_as_retry
         info.retry = allowed and (retry_fatal or not info.err_info.fatal)
@@ -73,14 +73,14 @@ def classify(
 def _classify_response(
     info: ResultInfo,
     response: dict[str, Any],
-    payload: dict[str, Any],
+    num_outputs: int,
     endpoint: Endpoint,
     spec: dict[str, str] | None,
 ) -> None:
     status = response.get("status_code")
     body = response.get("body")
     if status == 200 and isinstance(body, dict):
-        parsed = endpoint.parse(body, payload, spec)
+        parsed = endpoint.parse(body, num_outputs, spec)
         info.resp_info = ResponseInfo(endpoint=endpoint.path, body=body, parsed=parsed.parsed)
         info.warn_infos = parsed.warnings
         if parsed.errors:

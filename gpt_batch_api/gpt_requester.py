@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -98,7 +99,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self._queue: JsonlAppender | None = None
         self._pending_deletes: list[Path] = []
         self._dry_queue: list[bytes] = []  # dry run: committed queue records kept in memory only
-        self._specs: dict[int, dict[str, str] | None] = {}  # pooled request id -> structured output class
+        # pooled request id -> what its answer should hold: (structured output class, number of outputs)
+        self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
         self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
         self.entered = False
 
@@ -270,14 +272,14 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             cost_output_direct=self.coster.output_cost(tokens_out, batch=False),
         )
         cached = CachedGPTRequest(item=item, info=info, line=line)
-        self._specs[item.id] = spec
+        self._expected[item.id] = (spec, self.endpoint.num_outputs(body))
         self.P.append(cached)
         return cached
 
     def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
         return [self.add_request(req) for req in reqs]
 
-    def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None) -> bytes:
+    def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None, num_outputs: int) -> bytes:
         info, req = cached.info, cached.item.req
         head = {
             "id": cached.item.id,
@@ -288,12 +290,13 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             "cd": info.cost_direct,
             "size": info.json_size,
             "parse": spec,
+            "n": num_outputs,
             "meta": req.meta,
         }
         return queue_record_bytes(head, cached.line[:-1])
 
     def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
-        records = [self._queue_record(c, self._specs.pop(c.item.id, None)) for c in cached_reqs]
+        records = [self._queue_record(c, *self._expected.pop(c.item.id, (None, 1))) for c in cached_reqs]
         queue = self.S.queue
         for cached in cached_reqs:
             queue.num_requests += 1
@@ -393,15 +396,25 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         ends: list[int] = []
         cost_key = "cd" if limit is self.limits.direct else "cb"
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
-        acc = Amounts()
+        # The limit's test (Limit.exceeded_by) inlined on plain numbers: this runs once per queued request.
+        inf = math.inf
+        max_requests = inf if limit.requests is None else limit.requests
+        max_tokens = inf if limit.ktokens is None else limit.ktokens * 1000
+        max_cost = inf if limit.cost is None else limit.cost
+        max_size = inf if limit.mb is None else limit.mb * 1_000_000
+        requests = tokens = size = 0
+        cost = 0.0
         full = False
         for record_end, record in self.queue_records():
-            nxt = Amounts(
-                acc.requests + 1, acc.tokens + record["ti"], acc.cost + record[cost_key], acc.size + record["size"]
-            )
-            exceeded = limit.exceeded_by(nxt, ts, ms)
-            if exceeded:
+            tokens_next, cost_next, size_next = tokens + record["ti"], cost + record[cost_key], size + record["size"]
+            if (
+                requests + 1 > max_requests
+                or tokens_next * ts > max_tokens
+                or cost_next > max_cost
+                or size_next * ms > max_size
+            ):
                 if not records:
+                    exceeded = limit.exceeded_by(Amounts(1, tokens_next, cost_next, size_next), ts, ms)
                     raise LimitError(
                         f"Request {record['id']} alone exceeds --{exceeded} ({record['ti']} input tokens, "
                         f"{record['size']} bytes, cost {record[cost_key]:.4f}). Raise --{exceeded} or make the "
@@ -411,7 +424,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 break
             records.append(record)
             ends.append(record_end)
-            acc = nxt
+            requests, tokens, cost, size = requests + 1, tokens_next, cost_next, size_next
+        acc = Amounts(requests, tokens, cost, size)
         if records and self.spend_blocker(acc) is not None:
             # Rare (the session/task budget is nearly used up): trim the batch to what may still be spent, so
             # that a small budget (e.g. --max_session_requests 10 for a first look) still sends that many.

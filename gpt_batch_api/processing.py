@@ -21,13 +21,13 @@ from .events import BATCH_PROCESSED
 from .gc_control import gc_paused
 from .logs import LogSummarizer
 from .queue_records import queue_record_bytes
-from .request import GPTRequest, GPTRequestInfo, GPTRequestItem, custom_id_for
+from .request import GPTRequestInfo, GPTRequestItem, StoredGPTRequest, custom_id_for
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
 from .store.atomic import crash_point
-from .store.jsonl import read_jsonl
+from .store.jsonl import corrupt_line_error, read_jsonl, read_raw_lines
 
 __all__ = ["ProcessingMixin"]
 
@@ -50,6 +50,16 @@ def _read_result_lines(path: Path) -> Iterator[dict[str, Any] | None]:
                 yield None
                 continue
             yield obj if isinstance(obj, dict) else None
+
+
+def _is_line_of(line: bytes, custom_id: str) -> bool:
+    """Whether a batch input line is the request ``custom_id``'s (our writer puts custom_id first)."""
+    if line.startswith(b'{"custom_id":"%s"' % custom_id.encode()):
+        return True
+    try:
+        return bool(fastjson.loads(line).get("custom_id") == custom_id)
+    except (ValueError, AttributeError):
+        return False
 
 
 def _count_kinds(stats: ResultStats, infos: Any) -> None:
@@ -109,32 +119,35 @@ class ProcessingMixin(RequesterBase):
                 lines.setdefault(line["custom_id"], line)
         if malformed:
             log.warning("Batch %d: %d malformed result line(s); those requests count as missing", batch.id, malformed)
-        bodies = {line["custom_id"]: line["body"] for _, line in read_jsonl(self.layout.batch_input(batch.id))}
+        input_path = self.layout.batch_input(batch.id)
+        sent = read_raw_lines(input_path)  # in the order of the info file: both are written from one list
+        source_name = str(input_path)
         direct = batch.status == BatchStatus.DIRECT
         missing_is_free = batch.remote.status in ("expired", "cancelled", "missing")
         failed = batch.remote.status == "failed"
         stats = ResultStats()
         infos: dict[int, ResultInfo] = {}
         for _, rec in read_jsonl(self.layout.batch_info(batch.id)):
-            item = GPTRequestItem(
-                rec["id"],
-                GPTRequest(
-                    payload=bodies.get(custom_id_for(rec["id"]), {}),
-                    meta=rec["meta"],
-                    retry_num=rec["retry_num"],
-                ),
+            custom_id = custom_id_for(rec["id"])
+            offset, sent_line = next(sent, (-1, b""))
+            if not _is_line_of(sent_line, custom_id):
+                raise corrupt_line_error(input_path, offset, ValueError(f"expected the line of {custom_id}"))
+            req = StoredGPTRequest(
+                meta=rec["meta"], retry_num=rec["retry_num"], line=sent_line, source=(source_name, offset)
             )
+            item = GPTRequestItem(rec["id"], req)
             req_info = GPTRequestInfo(rec["size"], rec["ti"], rec["to"], 0.0, 0.0, 0.0, 0.0)
             if failed:
                 info = ResultInfo(item=item, req_info=req_info, max_retries=self.opts.max_retries)
                 info.err_info = ErrorInfo(True, "BatchError", "BatchFailed", "the whole batch failed on the remote")
                 info.retry = self.opts.retry_fatal_requests and info.retries_left
             else:
+                n = rec.get("n")  # absent in files written before it was recorded
                 info = classify(
-                    lines.get(item.custom_id),
+                    lines.get(custom_id),
                     item,
                     req_info,
-                    item.req.payload,
+                    self.endpoint.num_outputs(req.payload) if n is None else n,
                     self.endpoint,
                     rec["parse"],
                     max_retries=self.opts.max_retries,
@@ -288,6 +301,7 @@ class ProcessingMixin(RequesterBase):
             "cd": self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
             "size": size,
             "parse": getattr(info, "parse_spec", None),
+            "n": self.endpoint.num_outputs(body),
             "meta": info.meta,
         }
         text = queue_record_bytes(record, line)

@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .store import fastjson
+from .store.jsonl import corrupt_line_error
+
 __all__ = [
     "CachedGPTRequest",
     "GPTRequest",
     "GPTRequestInfo",
+    "StoredGPTRequest",
     "GPTRequestItem",
     "custom_id_for",
     "request_id_of",
@@ -57,6 +61,42 @@ class GPTRequest:
     def __post_init__(self) -> None:
         if self.meta is None:
             object.__setattr__(self, "meta", {})
+
+
+class StoredGPTRequest(GPTRequest):
+    """A request read back from its batch file, whose ``payload`` is the body that was sent.
+
+    The payload is decoded from the file's line on first use: it is most of a request's bytes and a
+    finished batch's requests are rarely looked at again (only retries and the task's own code do).
+    """
+
+    def __init__(
+        self,
+        payload: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        retry_num: int = 0,
+        *,
+        line: bytes = b"",
+        source: tuple[str, int] = ("", 0),  # the line's file and offset, to name them if it is damaged
+    ) -> None:
+        self._payload = payload
+        self._line, self._source = line, source
+        self.meta = meta if meta is not None else {}
+        self.retry_num = retry_num
+
+    @property  # type: ignore[override]
+    def payload(self) -> dict[str, Any]:
+        if self._payload is None:
+            try:
+                self._payload = fastjson.loads(self._line)["body"]
+            except (ValueError, TypeError, KeyError) as exc:
+                raise corrupt_line_error(self._source[0], self._source[1], exc) from None
+            self._line = b""
+        return self._payload
+
+    @payload.setter
+    def payload(self, value: dict[str, Any]) -> None:
+        self._payload = value
 
 
 @dataclasses.dataclass(slots=True)

@@ -9,9 +9,10 @@ import pytest
 
 from gpt_batch_api.errors import ConfigError, TaskFileError, TaskLockedError
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
+from gpt_batch_api.store.atomic import CRASH_POINT_ENV
 from gpt_batch_api.store.lock import TaskLock
 
-from .support.helpers import FAST_BATCHES
+from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
 from .support.numbers_task import NumbersTask
 
 
@@ -118,3 +119,24 @@ def test_read_only_task_dir(finished_task, sim):
             make_task(finished_task, sim, wipe_task=True).run()
     finally:
         os.chmod(finished_task, 0o755)
+
+
+def test_damaged_batch_input_is_refused_when_its_results_are_processed(tmp_path, sim):
+    # The run dies right after downloading the results: the batch waits to be processed from its local files.
+    options = {"min_batch_requests": 1, "max_batch_requests": 40, "remote_update_interval": 0.3}
+    proc = run_numbers_subprocess(tmp_path, sim.base_url, 40, options, env={CRASH_POINT_ENV: "remote_after_download"})
+    proc.wait(timeout=120)
+    assert proc.returncode == 137, proc.stdout.read() if proc.stdout else ""
+    path = tmp_path / "numbers_batch_000001.jsonl"
+    original = path.read_bytes()
+    lines = original.splitlines(keepends=True)
+    lines[10] = b"\x00" * (len(lines[10]) - 1) + b"\n"  # a block of zeros, as a lost write leaves it
+    damaged = b"".join(lines)
+    path.write_bytes(damaged)
+    with pytest.raises(TaskFileError, match=path.name) as info:
+        make_task(tmp_path, sim, 40, force_direct=False, **options).run()
+    assert "restore the file" in str(info.value)
+    assert path.read_bytes() == damaged, "the damaged file must be left as it was"
+    path.write_bytes(original)
+    assert make_task(tmp_path, sim, 40, force_direct=False, **options).run() is True
+    assert_complete(tmp_path, 40)

@@ -57,7 +57,7 @@ def run(line, spec=None, retry_num=0, **kw):
         line,
         it,
         info,
-        {"n": 1},
+        1,
         CHAT,
         spec,
         max_retries=kw.pop("max_retries", 2),

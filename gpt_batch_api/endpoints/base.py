@@ -114,8 +114,9 @@ class Endpoint(abc.ABC):
         """Return the JSON body to send and, if structured output is requested, where its class lives."""
 
     @abc.abstractmethod
-    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
-        """Read a successful response body: parsed outputs, errors (retryable or fatal) and warnings."""
+    def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
+        """Read a successful response body (``num_outputs``: what the request asked for, see ``num_outputs()``):
+        parsed outputs, errors (retryable or fatal) and warnings."""
 
     @abc.abstractmethod
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:

@@ -38,10 +38,10 @@ class ChatCompletionsEndpoint(Endpoint):
     def num_outputs(self, payload: dict[str, Any]) -> int:
         return int(payload.get("n") or 1)
 
-    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+    def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
         choices = body.get("choices") or []
-        expected = self.num_outputs(payload)
+        expected = num_outputs
         if len(choices) != expected:
             result.errors.append(retryable("ChoicesMismatch", f"expected {expected} choices, got {len(choices)}"))
         cls = resolve_class(spec) if spec is not None else None

@@ -21,9 +21,9 @@ class EmbeddingsEndpoint(Endpoint):
             return len(inputs)
         return 1
 
-    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+    def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
-        got, expected = len(body.get("data") or []), self.num_outputs(payload)
+        got, expected = len(body.get("data") or []), num_outputs
         if got != expected:
             result.errors.append(retryable("EmbeddingsMismatch", f"expected {expected} embeddings, got {got}"))
         return result

@@ -38,7 +38,7 @@ class ResponsesEndpoint(Endpoint):
         }
         return body, class_spec(cls)
 
-    def parse(self, body: dict[str, Any], payload: dict[str, Any], spec: ParseSpec | None) -> ParsedBody:
+    def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
         status = body.get("status")
         if status == "incomplete":
