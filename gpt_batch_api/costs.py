@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["TokenCoster", "UsageCost"]
+__all__ = ["TokenCoster", "UsageCost", "usage_tokens"]
 
 
 @dataclasses.dataclass
@@ -50,13 +50,28 @@ class TokenCoster:
 
     def usage_cost(self, usage: dict[str, Any] | None, *, batch: bool) -> UsageCost:
         """True cost of one response from its ``usage`` (chat, responses or embeddings shape)."""
-        usage = usage or {}
-        prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
-        output = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
-        in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-        cached = min(prompt, int(in_details.get("cached_tokens", 0) or 0))
-        reasoning = int(out_details.get("reasoning_tokens", 0) or 0)
+        prompt, cached, output, reasoning = usage_tokens(usage or {})
+        return UsageCost(
+            prompt,
+            cached,
+            output,
+            reasoning,
+            self.input_cost_of(prompt, cached, batch=batch),
+            self.output_cost(output, batch=batch),
+        )
+
+    def input_cost_of(self, input_tokens: int, cached_tokens: int, *, batch: bool) -> float:
+        """True cost of ``input_tokens`` of which ``cached_tokens`` were cached (a sum over requests works too)."""
         uncached_price = self.cost_input_batch_mtoken if batch else self.cost_input_direct_mtoken
-        input_cost = ((prompt - cached) * uncached_price + cached * self.cached_price(batch=batch)) / 1e6
-        return UsageCost(prompt, cached, output, reasoning, input_cost, self.output_cost(output, batch=batch))
+        return ((input_tokens - cached_tokens) * uncached_price + cached_tokens * self.cached_price(batch=batch)) / 1e6
+
+
+def usage_tokens(usage: dict[str, Any]) -> tuple[int, int, int, int]:
+    """``(input, cached, output, reasoning)`` tokens of one ``usage`` (chat, responses or embeddings shape)."""
+    prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
+    output = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
+    in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    cached = min(prompt, int(in_details.get("cached_tokens", 0) or 0))
+    reasoning = int(out_details.get("reasoning_tokens", 0) or 0)
+    return prompt, cached, output, reasoning

@@ -69,7 +69,7 @@ def async_client_like(client: Any) -> Any:
     if type(client) is not openai.OpenAI:
         raise ConfigError(
             f"The direct API needs an async client, and one cannot be derived from a {type(client).__name__}: "
-            "pass async_client= (e.g. openai.AsyncAzureOpenAI(...)) along with client=."
+            "pass make_async_client= too (e.g. lambda: openai.AsyncAzureOpenAI(...))."
         )
     kwargs: dict[str, Any] = {
         "api_key": client.api_key,
@@ -95,7 +95,7 @@ class DirectExecutor:
 
     ``make_client()`` returns the ``AsyncOpenAI``-like client; it is called once, on the executor's event loop
     (aiohttp sessions belong to the loop that made them). Reuse one executor for many runs (its connections
-    stay open) and ``close()`` it at the end.
+    stay open) and ``close()`` it at the end, which closes the client too.
     """
 
     def __init__(

@@ -66,7 +66,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         *,
         events: EventBus | None = None,
         client: Any = None,
-        async_client: Any = None,
+        make_async_client: Callable[[], Any] | None = None,
         **options: Any,
     ) -> None:
         self.opts = RequesterOptions.from_kwargs(options)
@@ -86,7 +86,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             cost_output_batch_mtoken=self.opts.cost_output_batch_mtoken,
         )
         self._client = client
-        self._async_client = async_client
+        self._make_async_client = make_async_client
         self._executor: DirectExecutor | None = None  # direct batches' calls (made on first use)
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
@@ -211,11 +211,11 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         return self._client
 
     def async_client_factory(self) -> Callable[[], Any]:
-        """Makes the ``AsyncOpenAI`` client of direct calls: ``async_client`` if one was given, else one with the
-        sync client's settings (called on the direct executor's event loop)."""
-        if self._async_client is not None:
-            given = self._async_client
-            return lambda: given
+        """Makes the ``AsyncOpenAI`` client of direct calls, on the direct executor's event loop (an async
+        client belongs to the loop it was used on, so the executor makes it there and closes it at the end):
+        ``make_async_client`` if given, else a copy of the sync client's settings."""
+        if self._make_async_client is not None:
+            return self._make_async_client
         client = self.client  # validates the key and options first, with the clear errors above
         return lambda: async_client_like(client)
 

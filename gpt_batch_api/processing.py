@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .classify import classify
+from .costs import usage_tokens
 from .errors import ProcessingError
 from .events import BATCH_PROCESSED
 from .gc_control import gc_paused
@@ -42,7 +43,7 @@ def _read_result_lines(path: Path) -> Iterator[dict[str, Any] | None]:
         return
     with open(path, "rb") as file:
         for raw in file:
-            if not raw.strip():
+            if raw.isspace():  # a blank line (no copy of the line, unlike strip())
                 continue
             try:
                 obj = fastjson.loads(raw)
@@ -156,7 +157,10 @@ class ProcessingMixin(RequesterBase):
                 )
             info.parse_spec = rec["parse"]  # type: ignore[attr-defined]
             infos[item.id] = info
-            self._account(info, stats, batch_api=not direct)
+            self._account(info, stats)
+        stats.true_cost = self.coster.input_cost_of(
+            stats.prompt_tokens, stats.cached_tokens, batch=not direct
+        ) + self.coster.output_cost(stats.completion_tokens, batch=not direct)
         stats.num_requests = len(infos)
         _count_kinds(stats, infos.values())
         self._report(batch, infos.values(), direct)
@@ -168,16 +172,17 @@ class ProcessingMixin(RequesterBase):
             stats=stats,
         )
 
-    def _account(self, info: ResultInfo, stats: ResultStats, *, batch_api: bool) -> None:
+    def _account(self, info: ResultInfo, stats: ResultStats) -> None:
+        """Add one result's tokens and outcome to ``stats`` (the batch's cost is priced from the sums)."""
         stats.predicted_input_tokens += info.req_info.tokens_input
         stats.assumed_output_tokens += info.req_info.tokens_output
-        if info.resp_info is not None and info.resp_info.usage:
-            cost = self.coster.usage_cost(info.resp_info.usage, batch=batch_api)
-            stats.prompt_tokens += cost.input_tokens
-            stats.cached_tokens += cost.cached_tokens
-            stats.completion_tokens += cost.output_tokens
-            stats.reasoning_tokens += cost.reasoning_tokens
-            stats.true_cost += cost.total_cost
+        usage = info.resp_info.body.get("usage") if info.resp_info is not None else None
+        if usage:
+            prompt, cached, output, reasoning = usage_tokens(usage)
+            stats.prompt_tokens += prompt
+            stats.cached_tokens += cached
+            stats.completion_tokens += output
+            stats.reasoning_tokens += reasoning
         err = info.err_info
         if err is not None and not err.counts_as_retry:  # expired/cancelled/vanished batch: not the request's fault
             stats.num_expired += 1

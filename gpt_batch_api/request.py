@@ -21,8 +21,8 @@ __all__ = [
     "CachedGPTRequest",
     "GPTRequest",
     "GPTRequestInfo",
-    "StoredGPTRequest",
     "GPTRequestItem",
+    "StoredGPTRequest",
     "custom_id_for",
     "request_id_of",
 ]

@@ -81,18 +81,24 @@ def test_async_client_keeps_the_sync_clients_settings():
         asyncio.run(twin.close())
 
 
-def test_a_client_we_cannot_copy_asks_for_async_client(tmp_path):
+def test_a_client_we_cannot_copy_asks_for_make_async_client(tmp_path):
     class TeamClient(openai.OpenAI):  # e.g. a subclass with its own auth: copying its settings could be wrong
         pass
 
     with Simulator(SimulatorConfig()) as sim:
         client = TeamClient(api_key="sk-test", base_url=sim.base_url)
         task = NumbersTask(str(tmp_path), 3, wandb=False, progress=False, force_direct=True, client=client)
-        with pytest.raises(ConfigError, match="async_client="):
+        with pytest.raises(ConfigError, match="make_async_client="):
             task.run()
-        given = openai.AsyncOpenAI(api_key="sk-test", base_url=sim.base_url)
+        made: list[openai.AsyncOpenAI] = []
+
+        def make() -> openai.AsyncOpenAI:
+            made.append(openai.AsyncOpenAI(api_key="sk-test", base_url=sim.base_url))
+            return made[-1]
+
         task = NumbersTask(
-            str(tmp_path), 3, wandb=False, progress=False, force_direct=True, client=client, async_client=given
+            str(tmp_path), 3, wandb=False, progress=False, force_direct=True, client=client, make_async_client=make
         )
         assert task.run() is True
-        assert sim.direct_requests == 3
+        assert sim.direct_requests == 3 and len(made) == 1
+        assert made[0].is_closed(), "the client is made on the executor's event loop and closed with it"

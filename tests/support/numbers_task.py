@@ -75,6 +75,8 @@ class NumbersTask(TaskManager):
             key, i = info.meta["sample"], info.meta["i"]
             if key in self.T.succeeded_samples or key in self.T.failed_samples:
                 raise AssertionError(f"sample {key} answered twice")
+            if info.item.req.payload["messages"][0]["content"] != f"Reply with the number {i} as JSON.":
+                raise AssertionError(f"sample {key} came back with another request's payload")
             if info.err_info is None and self.reject_every and i % self.reject_every == 0 and info.retry_num == 0:
                 info.request_retry("TaskSpecific", "Rejected", "rejected on purpose by the test task")
             if info.err_info is None:
