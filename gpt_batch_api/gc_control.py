@@ -17,8 +17,14 @@ __all__ = ["fewer_gc_passes", "gc_paused"]
 
 
 @contextlib.contextmanager
-def fewer_gc_passes(gen0_threshold: int = 200_000) -> Iterator[None]:
-    """Run the collector less often (at most ``gen0_threshold`` young objects wait), then restore it."""
+def fewer_gc_passes(gen0_threshold: int = 1_000_000) -> Iterator[None]:
+    """Run the collector less often, then restore its thresholds.
+
+    A collection starts when the tracked objects alive have grown by ``gen0_threshold`` since the last one.
+    Processing one batch of 50,000 requests keeps ~750,000 alive at once, so below a million the collector
+    walks them (200,000: 98.8 and 91.8 us per request in e2e_batch at 100,000 requests; a million: 89.5 and
+    83.7). Cyclic garbage can then grow by up to a million objects (~100 MB) before it is collected.
+    """
     thresholds = gc.get_threshold()
     gc.set_threshold(max(gen0_threshold, thresholds[0]), *thresholds[1:])
     try:
