@@ -307,8 +307,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             self._dry_queue.extend(records)
             return
         assert self._queue is not None
-        for record in records:
-            self._queue.append_raw(record)
+        self._queue.append_raw(b"".join(records))
 
     @contextlib.contextmanager
     def commit_requests(self) -> Iterator[list[CachedGPTRequest]]:

@@ -155,7 +155,7 @@ class ProcessingMixin(RequesterBase):
                     retry_fatal=self.opts.retry_fatal_requests,
                     missing_is_free=missing_is_free,
                 )
-            info.parse_spec = rec["parse"]  # type: ignore[attr-defined]
+            info.parse_spec = rec["parse"]
             infos[item.id] = info
             self._account(info, stats)
         stats.true_cost = self.coster.input_cost_of(
@@ -305,7 +305,7 @@ class ProcessingMixin(RequesterBase):
             "cb": cost_batch,
             "cd": self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
             "size": size,
-            "parse": getattr(info, "parse_spec", None),
+            "parse": info.parse_spec,
             "n": self.endpoint.num_outputs(body),
             "meta": info.meta,
         }

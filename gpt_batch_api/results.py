@@ -63,7 +63,7 @@ class ResponseInfo:
         return get_endpoint(self.endpoint).to_sdk_object(self.body, self.parsed)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class ResultInfo:
     """One request of a finished batch: its request, response, errors, warnings and retry decision."""
 
@@ -74,6 +74,7 @@ class ResultInfo:
     err_info: ErrorInfo | None = None
     warn_infos: list[ErrorInfo] = dataclasses.field(default_factory=list)
     retry: bool = False
+    parse_spec: dict[str, str] | None = None  # where the structured output class lives (kept for a retry)
 
     @property
     def req_id(self) -> int:

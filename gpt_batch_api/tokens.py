@@ -107,6 +107,15 @@ class TokenEstimator:
         per_message, per_name = (4, -1) if legacy else (3, 1)
         result = InputTokens(fixed=3)  # every reply is primed with <|start|>assistant<|message|>
         for message in payload.get("messages", ()):
+            content = message.get("content")
+            if len(message) == 2 and type(content) is str and type(message.get("role")) is str:
+                # The common shape, {"role", "content": text}: the general loop below, without its bookkeeping.
+                role = message["role"]
+                tokens = _count(enc, content) + _count(enc, role)
+                result.fixed += per_message
+                result.text += tokens
+                result.roles[role] = result.roles.get(role, 0) + tokens + per_message
+                continue
             role = str(message.get("role", ""))
             before = result.text + result.image + result.fixed
             result.fixed += per_message

@@ -19,7 +19,7 @@ __all__ = ["Endpoint", "ParseSpec", "ParsedBody", "class_spec", "resolve_class"]
 ParseSpec = dict[str, str]  # {"module": ..., "qualname": ..., "alt_module": ...}: where the model class lives
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class ParsedBody:
     """What an endpoint reads out of one successful (HTTP 200) response body."""
 
