@@ -440,8 +440,6 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def _create_batch(self, records: list[dict[str, Any]], end: int, *, direct: bool) -> BatchState:
         batch_id = self.S.next_batch_id
         self.S.next_batch_id += 1
-        lines = [r["_line"] + b"\n" for r in records]
-        infos = [r["_head"] + b"\n" for r in records]
         cost_key = "cd" if direct else "cb"
         batch = BatchState(
             id=batch_id,
@@ -450,7 +448,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             tokens_input=sum(r["ti"] for r in records),
             tokens_output=sum(r["to"] for r in records),
             cost=sum(r[cost_key] for r in records),
-            size=sum(len(line) for line in lines),
+            size=sum(len(r["_line"]) + 1 for r in records),  # newlines included
             first_req_id=records[0]["id"],
             last_req_id=records[-1]["id"],
             created_at=time.time(),
@@ -460,8 +458,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         queue.tokens_input -= batch.tokens_input
         queue.cost -= sum(r["cb"] for r in records)
         queue.size -= batch.size
-        _write_durably(self.layout.batch_input(batch_id), b"".join(lines))
-        _write_durably(self.layout.batch_info(batch_id), b"".join(infos))
+        _write_durably(self.layout.batch_input(batch_id), b"\n".join([r["_line"] for r in records]) + b"\n")
+        _write_durably(self.layout.batch_info(batch_id), b"\n".join([r["_head"] for r in records]) + b"\n")
         queue.start = end
         self.S.batches.append(batch)
         self.events.emit(

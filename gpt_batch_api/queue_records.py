@@ -27,14 +27,14 @@ def parse_queue_record(raw: bytes) -> dict[str, Any]:
 
     Lines without ``ll`` (written before it existed) are decoded in full. Raises ValueError if damaged.
     """
-    raw = raw.rstrip(b"\n")
+    end = len(raw) - 1 if raw.endswith(b"\n") else len(raw)  # indices, not a stripped copy: this runs per line
     if raw.startswith(b'{"ll":'):
         length = int(raw[6 : raw.index(b",", 6)])
-        cut = len(raw) - 1 - length - len(_LINE_KEY)
-        if length >= 0 and cut > 0 and raw[cut : cut + len(_LINE_KEY)] == _LINE_KEY:
+        cut = end - 1 - length - len(_LINE_KEY)
+        if length >= 0 and cut > 0 and raw.startswith(_LINE_KEY, cut):
             head = raw[:cut] + b"}"
             record = fastjson.loads(head)
-            record["_line"], record["_head"] = raw[cut + len(_LINE_KEY) : -1], head
+            record["_line"], record["_head"] = raw[cut + len(_LINE_KEY) : end - 1], head
             return record
     record = fastjson.loads(raw)
     if not isinstance(record, dict) or "line" not in record:
