@@ -125,13 +125,18 @@ class DirectExecutor:
     # ------------------------------------------------------------------ the event loop
 
     def _start(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="gpt-direct", daemon=True)
-            thread.start()
-            self._loop, self._thread = loop, thread
+        if self._loop is not None:
+            return self._loop
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="gpt-direct", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
             self._client = asyncio.run_coroutine_threadsafe(self._make_client(), loop).result()
-        return self._loop
+        except BaseException:
+            self.close()  # no half-started executor: the next run starts afresh
+            raise
+        return loop
 
     async def _make_client(self) -> Any:
         client = self.make_client()
