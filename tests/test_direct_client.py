@@ -102,3 +102,36 @@ def test_a_client_we_cannot_copy_asks_for_make_async_client(tmp_path):
         assert task.run() is True
         assert sim.direct_requests == 3 and len(made) == 1
         assert made[0].is_closed(), "the client is made on the executor's event loop and closed with it"
+
+
+def test_direct_calls_go_through_the_proxy_of_the_environment(monkeypatch):
+    # Clusters reach the API through HTTP(S)_PROXY: the async transport must honour it like the sync one.
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(4)
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = proxy.accept()
+        with conn:
+            seen.append(conn.recv(65536).split(b"\r\n")[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sync = openai.OpenAI(api_key="sk-test", base_url="http://api.example.invalid/v1", timeout=5.0)
+
+    async def call() -> None:
+        client = async_client_like(sync)
+        try:
+            await client.post("/chat/completions", body={}, cast_to=dict)
+        finally:
+            await client.close()
+
+    with proxy:
+        asyncio.run(call())
+        thread.join(timeout=5)
+    assert seen == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]
