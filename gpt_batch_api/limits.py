@@ -9,6 +9,7 @@ servers have fuzzy limits.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from .errors import ConfigError
 
@@ -49,15 +50,30 @@ class Limit:
     cost: float | None = None
     mb: float | None = None
 
+    def caps(self) -> tuple[float, float, float, float]:
+        """The maxima as plain numbers: requests, tokens, cost and bytes (inf where there is no limit).
+
+        ``amount > cap`` (tokens and bytes times their safety factor) is the test; ``exceeded_by`` makes it,
+        and a loop over many requests can make it on its own running sums.
+        """
+        inf = math.inf
+        return (
+            inf if self.requests is None else self.requests,
+            inf if self.ktokens is None else self.ktokens * 1000,
+            inf if self.cost is None else self.cost,
+            inf if self.mb is None else self.mb * 1_000_000,
+        )
+
     def exceeded_by(self, amounts: Amounts, token_safety: float, mb_safety: float) -> str | None:
         """The option whose limit ``amounts`` exceeds, or None if it fits."""
-        if self.requests is not None and amounts.requests > self.requests:
+        max_requests, max_tokens, max_cost, max_size = self.caps()
+        if amounts.requests > max_requests:
             return f"max_{self.name}_requests"
-        if self.ktokens is not None and amounts.tokens * token_safety > self.ktokens * 1000:
+        if amounts.tokens * token_safety > max_tokens:
             return f"max_{self.name}_ktokens"
-        if self.cost is not None and amounts.cost > self.cost:
+        if amounts.cost > max_cost:
             return f"max_{self.name}_cost"
-        if self.mb is not None and amounts.size * mb_safety > self.mb * 1_000_000:
+        if amounts.size * mb_safety > max_size:
             return f"max_{self.name}_mb"
         return None
 
