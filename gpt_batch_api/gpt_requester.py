@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -279,30 +278,61 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
         return [self.add_request(req) for req in reqs]
 
-    def _queue_record(self, cached: CachedGPTRequest, spec: dict[str, str] | None, num_outputs: int) -> bytes:
-        info, req = cached.info, cached.item.req
+    def queue_line(
+        self,
+        line: bytes,
+        *,
+        req_id: int,
+        retry_num: int,
+        tokens_input: int,
+        tokens_output: int,
+        cost_batch: float,
+        cost_direct: float,
+        parse: dict[str, str] | None,
+        num_outputs: int,
+        meta: dict[str, Any],
+    ) -> bytes:
+        """The queue line of one request (its batch ``line`` without the newline), counted in the queue's
+        totals; the caller appends it. New requests and retries both go through here."""
+        size = len(line) + 1
+        queue = self.S.queue
+        queue.num_requests += 1
+        queue.tokens_input += tokens_input
+        queue.cost += cost_batch
+        queue.size += size
         head = {
-            "id": cached.item.id,
-            "retry_num": req.retry_num,
-            "ti": info.tokens_input,
-            "to": info.tokens_output,
-            "cb": info.cost_batch,
-            "cd": info.cost_direct,
-            "size": info.json_size,
-            "parse": spec,
+            "id": req_id,
+            "retry_num": retry_num,
+            "ti": tokens_input,
+            "to": tokens_output,
+            "cb": cost_batch,
+            "cd": cost_direct,
+            "size": size,
+            "parse": parse,
             "n": num_outputs,
-            "meta": req.meta,
+            "meta": meta,
         }
-        return queue_record_bytes(head, cached.line[:-1])
+        return queue_record_bytes(head, line)
 
     def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
-        records = [self._queue_record(c, *self._expected.pop(c.item.id, (None, 1))) for c in cached_reqs]
-        queue = self.S.queue
+        records = []
         for cached in cached_reqs:
-            queue.num_requests += 1
-            queue.tokens_input += cached.info.tokens_input
-            queue.cost += cached.info.cost_batch
-            queue.size += cached.info.json_size
+            info, req = cached.info, cached.item.req
+            parse, num_outputs = self._expected.pop(cached.item.id, (None, 1))
+            records.append(
+                self.queue_line(
+                    cached.line[:-1],
+                    req_id=cached.item.id,
+                    retry_num=req.retry_num,
+                    tokens_input=info.tokens_input,
+                    tokens_output=info.tokens_output,
+                    cost_batch=info.cost_batch,
+                    cost_direct=info.cost_direct,
+                    parse=parse,
+                    num_outputs=num_outputs,
+                    meta=req.meta,
+                )
+            )
         if self.dryrun:
             self._dry_queue.extend(records)
             return
@@ -395,12 +425,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         ends: list[int] = []
         cost_key = "cd" if limit is self.limits.direct else "cb"
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
-        # The limit's test (Limit.exceeded_by) inlined on plain numbers: this runs once per queued request.
-        inf = math.inf
-        max_requests = inf if limit.requests is None else limit.requests
-        max_tokens = inf if limit.ktokens is None else limit.ktokens * 1000
-        max_cost = inf if limit.cost is None else limit.cost
-        max_size = inf if limit.mb is None else limit.mb * 1_000_000
+        # Limit.exceeded_by's test on running sums (this runs once per queued request: no Amounts per record).
+        max_requests, max_tokens, max_cost, max_size = limit.caps()
         requests = tokens = size = 0
         cost = 0.0
         full = False

@@ -21,7 +21,6 @@ from .errors import ProcessingError
 from .events import BATCH_PROCESSED
 from .gc_control import gc_paused
 from .logs import LogSummarizer
-from .queue_records import queue_record_bytes
 from .request import GPTRequestInfo, GPTRequestItem, StoredGPTRequest, custom_id_for
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
@@ -176,7 +175,7 @@ class ProcessingMixin(RequesterBase):
         """Add one result's tokens and outcome to ``stats`` (the batch's cost is priced from the sums)."""
         stats.predicted_input_tokens += info.req_info.tokens_input
         stats.assumed_output_tokens += info.req_info.tokens_output
-        usage = info.resp_info.body.get("usage") if info.resp_info is not None else None
+        usage = info.resp_info.usage if info.resp_info is not None else None
         if usage:
             prompt, cached, output, reasoning = usage_tokens(usage)
             stats.prompt_tokens += prompt
@@ -293,28 +292,19 @@ class ProcessingMixin(RequesterBase):
             "url": self.endpoint.path,
             "body": body,
         }
-        line = fastjson.dumps(line_obj)
         req = info.req_info
-        cost_batch = self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True)
-        size = len(line) + 1
-        record = {
-            "id": new_id,
-            "retry_num": info.next_retry_num,
-            "ti": req.tokens_input,
-            "to": req.tokens_output,
-            "cb": cost_batch,
-            "cd": self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
-            "size": size,
-            "parse": info.parse_spec,
-            "n": self.endpoint.num_outputs(body),
-            "meta": info.meta,
-        }
-        text = queue_record_bytes(record, line)
-        queue = self.S.queue
-        queue.num_requests += 1
-        queue.tokens_input += req.tokens_input
-        queue.cost += cost_batch
-        queue.size += size
+        text = self.queue_line(
+            fastjson.dumps(line_obj),
+            req_id=new_id,
+            retry_num=info.next_retry_num,
+            tokens_input=req.tokens_input,
+            tokens_output=req.tokens_output,
+            cost_batch=self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True),
+            cost_direct=self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
+            parse=info.parse_spec,
+            num_outputs=self.endpoint.num_outputs(body),
+            meta=info.meta,
+        )
         assert self._queue is not None
         self._queue.append_raw(text)
 

@@ -52,6 +52,21 @@ class RequesterBase:
 
         def commit(self, *, with_task: bool = False) -> None: ...
 
+        def queue_line(
+            self,
+            line: bytes,
+            *,
+            req_id: int,
+            retry_num: int,
+            tokens_input: int,
+            tokens_output: int,
+            cost_batch: float,
+            cost_direct: float,
+            parse: dict[str, str] | None,
+            num_outputs: int,
+            meta: dict[str, Any],
+        ) -> bytes: ...
+
         # Defined by one mixin, called by another:
         def spend_blocker(self, this: Amounts, *, remote: Amounts | None = None) -> str | None: ...
 
