@@ -109,8 +109,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self.enter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.exit()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.exit(exc)
 
     def enter(self) -> None:
         """Lock the task, recover from any crash, load the state and reconcile it with the disk and remote."""
@@ -139,13 +139,17 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             raise
         self.entered = True
 
-    def exit(self) -> None:
-        self.close_direct_executor()
-        if self._queue is not None:
-            self._queue.close()
-            self._queue = None
-        self._release_lock()
-        self.entered = False
+    def exit(self, error: BaseException | None = None) -> None:
+        """Release the task (``error``: what ends the run, e.g. a second Ctrl+C, which shortens the wait for the
+        direct calls in flight)."""
+        try:
+            self.close_direct_executor(error)
+        finally:  # a Ctrl+C while the answers in flight are awaited still releases the task
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None
+            self._release_lock()
+            self.entered = False
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -391,8 +395,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             return 0
         made = 0
         while self.S.queue.num_requests > 0:
-            if self.S.batches_in(BatchStatus.DIRECT):
-                break  # one direct batch at a time: it runs before anything else is cut
+            if self.S.batches_in(BatchStatus.DIRECT) and self.direct_backlog() >= self.direct_lookahead:
+                break  # the direct flow has enough unsent requests: cut more when it has sent them
             direct = self.opts.force_direct
             if not direct and len(self.S.batches_in(BatchStatus.LOCAL)) >= self.limits.max_unpushed_batches:
                 break

@@ -23,6 +23,12 @@ class SimulatorConfig:
     finalizing_s: float = 1.0
     # Direct endpoints
     latency_ms: float = 0.0  # added to every direct call (chat, responses, embeddings)
+    latency_jitter_ms: float = 0.0  # plus uniform(0, this) per call
+    straggler_rate: float = 0.0  # fraction of direct calls that take straggler_ms longer (a heavy tail)
+    straggler_ms: float = 0.0
+    load_latency_ms: float = 0.0  # plus this per other direct call being served at once (a GPU under load)
+    max_concurrent_calls: int = 0  # direct calls beyond this many at once answer 503 (0 = unlimited)
+    ratelimit_headers: bool = True  # False: no x-ratelimit-* headers, like vLLM, llama.cpp or Ollama
     rpm: int = 0  # requests per minute (0 = unlimited)
     tpm: int = 0  # tokens per minute: prompt tokens + requested max output tokens (0 = unlimited)
     # Batch API
@@ -51,7 +57,18 @@ class SimulatorConfig:
             object.__setattr__(self, "seed_generation", getattr(self, "seed_generation", 0) + 1)
 
     def __post_init__(self) -> None:
-        for name in ("validating_s", "in_progress_s", "finalizing_s", "latency_ms", "rpm", "tpm"):
+        for name in (
+            "validating_s",
+            "in_progress_s",
+            "finalizing_s",
+            "latency_ms",
+            "latency_jitter_ms",
+            "straggler_ms",
+            "load_latency_ms",
+            "max_concurrent_calls",
+            "rpm",
+            "tpm",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
 
