@@ -58,7 +58,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 OVERLOAD_STATUS = frozenset({429, 503})  # a server without rate-limit headers saying it is saturated
 ABORT_POLL_S = 0.05  # how often a call that is waiting (backoff, rate-limit pause) looks for a stop
 FSYNC_INTERVAL = 0.2  # journals are fsynced in groups at most this far apart (bounds what a power loss takes)
-STOP_AT_ONCE_S = 1.0  # after a second Ctrl+C, answers in flight are awaited this long, then abandoned
+STOP_AT_ONCE_S = 0.8  # after a second Ctrl+C, answers in flight are awaited this long, then abandoned
 
 
 @dataclasses.dataclass
@@ -287,11 +287,11 @@ class DirectExecutor:
         self._loop = self._thread = None
         client, self._client = self._client, None
         try:
-            asyncio.run_coroutine_threadsafe(self._finish(client), loop).result(timeout=0.5 if quick else 5)
+            asyncio.run_coroutine_threadsafe(self._finish(client), loop).result(timeout=0.25 if quick else 5)
         except Exception as exc:  # closing must not hide the run's outcome
             log.debug("Closing the direct API flow: %s", exc)
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=0.5 if quick else 5)
+        thread.join(timeout=0.25 if quick else 5)
         if not thread.is_alive():
             loop.close()
 
