@@ -8,7 +8,7 @@ its ``retry-after``, since the budget is shared.
 
 A server without those headers (vLLM, llama.cpp, Ollama, most gateways) says it is saturated only by answering
 429 or 503. Then the number of calls in flight is halved (at most once per round trip, since the calls already
-sent answer alike) and grows back by one per window of successful calls (additive increase, multiplicative
+sent answer alike) and grows back by one per four windows of successful calls (additive increase, multiplicative
 decrease, as TCP does), up to ``--direct_concurrency``.
 """
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_PAUSE_S = 60.0
+INCREASE_EVERY = 4  # the window grows by one call per this many windows of successful calls
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -64,13 +65,13 @@ class RateLimitGate:
 
     def window(self) -> int:
         """How many calls may be in flight now."""
-        return max(1, int(self._window))
+        return max(1, int(self._window + 1e-9))
 
     def answered(self, latency: float) -> None:
         """A call succeeded after ``latency`` seconds: grow the window by one per window of successes."""
         self._avg_latency = latency if not self._avg_latency else 0.9 * self._avg_latency + 0.1 * latency
-        if self._window < self.concurrency:
-            self._window = min(float(self.concurrency), self._window + 1.0 / self._window)
+        if self._window < self.concurrency:  # a quarter of TCP's pace: a saturated GPU is probed less often
+            self._window = min(float(self.concurrency), self._window + 1.0 / (INCREASE_EVERY * self._window))
 
     def overloaded(self, status: int) -> None:
         """The server answered 429/503 without rate-limit headers: halve the window (once per round trip)."""
