@@ -231,7 +231,7 @@ class DirectExecutor:
 
     def completed(self) -> list[int]:
         """Batches completed (every answer journaled and fsynced) since the last call, in order of completion."""
-        done = []
+        done: list[int] = []
         while True:
             try:
                 batch_id = self._completed.get_nowait()
