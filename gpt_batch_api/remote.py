@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 
 import openai
 
+from .downloads import download_file
 from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
-from .store.atomic import atomic_write_bytes, crash_point
+from .store.atomic import crash_point
 
 __all__ = ["RemoteMixin", "describe_connection_error", "translate_api_error"]
 
@@ -362,11 +363,8 @@ class RemoteMixin(RequesterBase):
             (info.output_file_id, self.layout.batch_results(batch.id)),
             (info.error_file_id, self.layout.batch_errors(batch.id)),
         ):
-            if file_id:
-                content = self._api(
-                    f"download of batch {batch.id}", functools.partial(self.client.files.content, file_id)
-                )
-                atomic_write_bytes(path, content.read())
+            if file_id:  # streamed to the task directory: a 200 MB result file is never held in memory
+                self._api(f"download of batch {batch.id}", functools.partial(download_file, self.client, file_id, path))
         info.finished_at = time.time()
         batch.status = BatchStatus.FINISHED
         self.commit()
