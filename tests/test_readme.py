@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,35 @@ def test_safe_steps_run_in_order(tmp_path, sim):
     state = (tmp_path / "task" / "char_codes_task.json").read_text()
     assert '"max_completion_tokens": 80' in state
     assert (tmp_path / "task" / "char_codes_output.json").exists()
+
+
+def test_local_server_guide_runs_against_the_simulator_configured_like_a_local_server(tmp_path):
+    """The guide's simulator command (no Batch API, no rate-limit headers, latency rising with load, 503 beyond
+    8 calls) and its demo command, with the values the guide says to fill in, complete the demo."""
+    section = README.split("## Local and other servers", 1)[1].split("\n## ", 1)[0]
+    demo, server = (b.strip() for b in re.findall(r"```bash\n(.*?)```", section, re.S))
+    server_args = shlex.split(server)
+    assert server_args[:3] == ["python", "-m", "gpt_batch_api.simulator"]
+    port = server_args[server_args.index("--port") + 1]
+    sim = subprocess.Popen([sys.executable, *server_args[1:]], env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        filled = demo.replace("BASE_URL", base_url).replace("MODEL", "gpt-4o-mini").replace(" N ", " 16 ")
+        args = shlex.split(filled.replace("local_run", str(tmp_path / "local_run")))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", int(port)), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.1)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+        env.pop("OPENAI_API_KEY", None)
+        proc = subprocess.run([sys.executable, *args[1:]], env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Task complete" in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert "cost 0.0000" in proc.stderr + proc.stdout  # zero prices: nothing is counted as spent
