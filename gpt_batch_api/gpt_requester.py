@@ -30,7 +30,7 @@ from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
 from .endpoints import get_endpoint
-from .errors import ConfigError, LimitError
+from .errors import ConfigError, LimitError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
@@ -156,9 +156,30 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         if not self.dryrun:
             if recover_transaction(self.layout.journal):
                 log.info("Completed a commit that was interrupted by a crash (%s)", self.layout.journal.name)
-            cleanup_temp_files(self.layout.task_dir)
+            cleanup_temp_files(self.layout.task_dir, self.layout.owns_temp)
+        wiping = self.opts.wipe_requests or self.opts.wipe_task
         if self.layout.requester_state.exists():
-            self.S = load_state(self.layout.requester_state)
+            try:
+                self.S = load_state(self.layout.requester_state)
+            except TaskFileError as exc:
+                if not wiping:
+                    raise
+                log.warning("%s\nStarting the requests afresh, as asked (--wipe_requests).", exc)
+                self.S = RequesterState(endpoint=self.endpoint.path)
+        elif evidence := self.task_evidence():
+            problem = (
+                f"{self.layout.requester_state} is missing, but this task has files ({', '.join(evidence[:4])}): it "
+                "was deleted outside gpt_batch_api"
+            )
+            if not wiping:
+                raise TaskFileError(
+                    f"{problem}. Nothing was started afresh, so that nothing committed is forgotten or bought twice. "
+                    "Restore it from a backup, or start the requests afresh with --wipe_requests (answered samples "
+                    "are kept and unanswered ones are sent again; batches of this task still running on the server "
+                    "are not cancelled: cancel them on the provider's dashboard to avoid paying twice).",
+                    str(self.layout.requester_state),
+                )
+            log.warning("%s. Starting the requests afresh, as asked (--wipe_requests).", problem)
             if self.S.endpoint != self.endpoint.path and (self.S.queue.num_requests or self.S.batches):
                 raise ConfigError(
                     f"This task's pending requests are for {self.S.endpoint}, not {self.endpoint.path}. Use the "
@@ -168,9 +189,24 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         if self.dryrun:
             return
         self._remove_stray_files()
-        self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=self.S.queue.end)
+        try:
+            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=self.S.queue.end)
+        except TaskFileError as exc:
+            if not wiping:
+                raise
+            log.warning("%s\nThe queue is wiped, as asked (--wipe_requests).", exc)
+            self._pending_deletes.append(self.layout.queue(self.S.queue.gen))
+            self.S.queue = type(self.S.queue)(gen=self.S.queue.gen + 1)
+            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
         for batch in self.S.batches_in(BatchStatus.DIRECT):
             recover_jsonl(self.layout.batch_results(batch.id))
+
+    def task_evidence(self) -> list[str]:
+        """Names of this task's files that only a committed run writes (a killed first run leaves none of them:
+        the lock is taken first, and an empty queue file is created before the first commit)."""
+        own = self.layout.own_files()
+        skip = {self.layout.lock, self.layout.lock.with_name(self.layout.lock.name + ".holder"), self.layout.journal}
+        return [p.name for p in own if p not in skip and p.exists() and p.stat().st_size > 0]
 
     def _remove_stray_files(self) -> None:
         """Delete queue/batch files that no committed state refers to (left by a crash before a commit)."""
@@ -457,7 +493,9 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             acc, keep = Amounts(), 0
             for record in records:
                 acc.add(1, record["ti"], record[cost_key], record["size"])
-                if self.spend_blocker(acc) is not None:
+                if (reason := self.spend_blocker(acc)) is not None:
+                    if not keep:  # nothing may be sent: say which cap stops the run
+                        self.note_blocked(reason)
                     break
                 keep += 1
             return records[:keep], ends[keep - 1] if keep else self.S.queue.start, True

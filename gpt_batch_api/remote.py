@@ -141,7 +141,7 @@ class RemoteMixin(RequesterBase):
 
     def note_blocked(self, reason: str | None) -> None:
         if reason is not None and reason != self._last_block_reason:
-            message = f"Not sending more requests for now: limit {reason} reached"
+            message = f"Not sending more requests for now: {self.opts.option_text(reason)} reached"
             log.info(message)
             self.events.emit(LIMIT_REACHED, limit=reason, message=message)
         self._last_block_reason = reason
@@ -168,13 +168,22 @@ class RemoteMixin(RequesterBase):
 
     def _check_batch_file(self, batch: BatchState) -> None:
         """Refuse to upload (and pay for) a local batch file that was damaged since it was written."""
-        path = self.layout.batch_input(batch.id)
+        path, info_path = self.layout.batch_input(batch.id), self.layout.batch_info(batch.id)
         size = path.stat().st_size if path.exists() else -1
+        problem = None
         if size != batch.size:
+            problem = f"{path} has {max(size, 0)} bytes but was written with {batch.size}"
+        else:  # C-speed counts: every line is one request of ours, and the info file lists each of them
+            data = path.read_bytes()
+            n = batch.num_requests
+            if not data.startswith(b'{"custom_id":"') or data.count(b'\n{"custom_id":"') != n - 1:
+                problem = f"{path} does not hold the {n} request lines it was written with"
+            elif not info_path.exists() or info_path.read_bytes().count(b"\n") != n:
+                problem, path = f"{info_path} does not list the {n} requests of batch {batch.id}", info_path
+        if problem is not None:
             raise TaskFileError(
-                f"{path} has {max(size, 0)} bytes but was written with {batch.size}: it was truncated or changed "
-                "outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop the pending batches with "
-                "--wipe_requests.",
+                f"{problem}: it was changed outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop "
+                "the pending batches with --wipe_requests (answered samples are kept).",
                 str(path),
             )
 

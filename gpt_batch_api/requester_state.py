@@ -162,5 +162,6 @@ def load_state(path: Path) -> RequesterState:
 def _recover_hint(path: Path) -> str:
     return (
         "The file was not modified. Restore it from a backup, or start the requests afresh with --wipe_requests "
-        f"(remote batches of this task may then need to be cancelled by hand), after moving {path.name} away."
+        "(answered samples are kept and unanswered ones are sent again; batches of this task still running on "
+        "the server are not cancelled: cancel them on the provider's dashboard to avoid paying twice)."
     )

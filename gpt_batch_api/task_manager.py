@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ConfigError, StopRequested
+from .errors import ConfigError, StopRequested, TaskFileError
 from .events import GENERATION_PROGRESS, RUN_FINISHED, RUN_STARTED, STATUS, WAITING, EventBus
 from .gc_control import fewer_gc_passes
 from .gpt_requester import GPTRequester
@@ -33,6 +33,7 @@ from .request import CachedGPTRequest, GPTRequest
 from .requester_state import BatchStatus
 from .results import BatchResult
 from .status import status_report
+from .store.jsonl import WIPE_TASK_FIX
 from .store.signals import StopMonitor
 from .store.transaction import Transaction
 from .task_state import TaskState, TaskStateFiles
@@ -226,12 +227,27 @@ class TaskManager:
         gr.task_participant = self._add_task_to_txn
         fresh = not layout.task_state.exists()
         self._state_files = TaskStateFiles(layout.task_state)
+        if fresh and not gr.opts.wipe_task and (evidence := gr.task_evidence()):
+            raise TaskFileError(
+                f"{layout.task_state} is missing, but this task has files ({', '.join(evidence[:4])}): it was "
+                "deleted outside gpt_batch_api. Nothing was started afresh, so that nothing committed is forgotten "
+                f"or bought twice. Restore it from a backup, or {WIPE_TASK_FIX}.",
+                str(layout.task_state),
+            )
         if fresh:
             self.T = TaskState(meta=dict(self.init_meta))
             self.D.open(None)
         else:
-            self.T = self._state_files.load(cleanup=not gr.dryrun)
-            self.D.open(self.T.output)
+            try:
+                self.T = self._state_files.load(cleanup=not gr.dryrun)
+                self.D.open(self.T.output)
+            except TaskFileError as exc:
+                if not gr.opts.wipe_task:
+                    raise
+                log.warning("%s\nStarting the task afresh, as asked (--wipe_task).", exc)
+                self._state_files = TaskStateFiles(layout.task_state)
+                self.T = TaskState(meta=dict(self.init_meta))
+                self.D.open(None)
         if gr.opts.wipe_task:
             self._wipe_task()
         elif gr.opts.wipe_requests:
@@ -323,8 +339,8 @@ class TaskManager:
             if stop.stop_requested:
                 stop.check()
             log.warning(
-                "Cannot make progress: %s. Raise that limit (or wait for remote batches) and rerun to continue.",
-                gr._last_block_reason or "a limit is reached",
+                "Cannot make progress: %s reached. Raise that limit (or wait for remote batches), then rerun.",
+                gr.opts.option_text(gr._last_block_reason) if gr._last_block_reason else "a limit",
             )
             return False
 

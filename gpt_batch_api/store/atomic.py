@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -119,11 +120,14 @@ def is_temp_file(path: str | os.PathLike[str]) -> bool:
     return TEMP_MARK in Path(path).name
 
 
-def cleanup_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temp files a killed process left behind (they are never referenced by committed state)."""
+def cleanup_temp_files(folder: str | os.PathLike[str], owns: Callable[[str], bool]) -> list[Path]:
+    """Delete temp files a killed process left behind (never referenced by committed state).
+
+    Only those ``owns(name)`` accepts: another task sharing the folder may be staging its own right now.
+    """
     removed = []
     for path in Path(folder).iterdir():
-        if is_temp_file(path) and path.is_file():
+        if is_temp_file(path) and owns(path.name) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     if removed:
