@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
 from .endpoints import get_endpoint
-from .errors import ConfigError, LimitError, TaskFileError
+from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
@@ -53,6 +54,22 @@ log = logging.getLogger(__name__)
 
 
 _dumps = fastjson.dumps
+
+
+def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
+    """Where in ``value`` (dicts and lists) the first NaN or infinity is, as ("a.b[2]", number), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, sub in items:
+        if (found := non_finite_at(sub, sub_path)) is not None:
+            return found
+    return None
 
 
 class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
@@ -290,11 +307,18 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         line_obj = {"custom_id": item.custom_id, "method": "POST", "url": self.endpoint.path, "body": body}
         try:
             line = _dumps(line_obj) + b"\n"
-            _dumps(req.meta)
+            meta = _dumps(req.meta)
         except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"Request {item.id} is not JSON-serialisable ({exc}); check its payload and meta."
             ) from exc
+        if b"null" in line or b"null" in meta:  # orjson writes NaN and infinity as null: find them (rare path)
+            for what, value in (("payload", body), ("meta", req.meta)):
+                if (where := non_finite_at(value)) is not None:
+                    raise TaskDataError(
+                        f"Request {item.id} has {where[1]} in its {what} at {where[0] or 'the top'}: JSON has no such "
+                        "number and it would be sent as null. Replace it (e.g. by None, or a finite number)."
+                    )
         tokens_in = self.estimator.payload_input_tokens(body, self.endpoint.path).total
         tokens_out = self.estimator.payload_output_tokens(body, self.endpoint.path)
         info = GPTRequestInfo(

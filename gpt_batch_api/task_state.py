@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import TaskFileError
+from .errors import TaskDataError, TaskFileError
 from .store import fastjson
 from .store.atomic import read_json
 from .store.jsonl import WIPE_TASK_FIX, JsonlAppender, read_jsonl
@@ -42,15 +42,30 @@ COMPACT_MIN_BYTES = 4 << 20  # below this the log is never compacted
 _LOG_NAME = re.compile(r"_log_\d{4}\.jsonl")  # after the head's stem
 
 
+def check_key(key: Any) -> None:
+    """Sample keys are JSON object keys: any other type would come back as a string after a restart (``0`` as
+    ``"0"``, so ``0 in committed_samples`` turns false and every sample is sent again)."""
+    if type(key) is not str and not isinstance(key, str):
+        raise TaskDataError(
+            f"Sample key {key!r} ({type(key).__name__}) is not a string: the task state keeps its keys as JSON "
+            f"object keys, so it would not come back the same after a restart. Use a string key, e.g. "
+            f"str({key!r}) or a joined string for a tuple."
+        )
+
+
 class TrackedDict(dict):  # type: ignore[type-arg]
-    """A dict that remembers which keys were set or deleted since the state was last written."""
+    """A dict that remembers which keys were set or deleted since the state was last written; its keys must be
+    strings (``TaskDataError`` otherwise)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for key in self:
+            check_key(key)
         self.changed: set[Any] = set()
         self.reset = True  # written in full at the next commit (a new or replaced dict)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        check_key(key)
         super().__setitem__(key, value)
         self.changed.add(key)
 
@@ -70,11 +85,14 @@ class TrackedDict(dict):  # type: ignore[type-arg]
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
+            check_key(key)
             self.changed.add(key)
         return super().setdefault(key, default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         other = dict(*args, **kwargs)
+        for key in other:
+            check_key(key)
         super().update(other)
         self.changed.update(other)
 

@@ -41,7 +41,11 @@ def test_two_tasks_with_overlapping_prefixes_run_at_once(tmp_path, first, second
 
 
 def test_a_task_start_removes_only_its_own_temp_files(tmp_path):
-    foreign = [tmp_path / "run_batch_state.json.tmp-abc123", tmp_path / "run1_task.json.tmp-x", tmp_path / "other.tmp-1"]
+    foreign = [
+        tmp_path / "run_batch_state.json.tmp-abc123",
+        tmp_path / "run1_task.json.tmp-x",
+        tmp_path / "other.tmp-1",
+    ]
     own = [tmp_path / "run_state.json.tmp-dead01", tmp_path / "run_task_log_0002.jsonl.tmp-dead02"]
     for path in foreign + own:
         path.write_bytes(b"staged")

@@ -38,7 +38,14 @@ class NumbersTask(TaskManager):
     """Asks for one number per sample; records every final answer (or failure) once in the output."""
 
     def __init__(
-        self, task_dir: str, num_samples: int, *, chunk: int = 50, reject_every: int = 0, prefix: str = "numbers", **kwargs
+        self,
+        task_dir: str,
+        num_samples: int,
+        *,
+        chunk: int = 50,
+        reject_every: int = 0,
+        prefix: str = "numbers",
+        **kwargs,
     ):
         super().__init__(
             task_dir,
@@ -119,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     options = {"wandb": False, "progress": False, "client_base_url": args.base_url, "openai_api_key": "sk-test"}
     options.update(json.loads(args.options))
-    task = NumbersTask(args.task_dir, args.num, chunk=args.chunk, reject_every=args.reject_every, prefix=args.prefix, **options)
+    task = NumbersTask(
+        args.task_dir, args.num, chunk=args.chunk, reject_every=args.reject_every, prefix=args.prefix, **options
+    )
     try:
         return 0 if task.run() else 3
     except (StopRequested, KeyboardInterrupt):
