@@ -51,8 +51,10 @@ MODELS = (
 EMBEDDING_DIMENSIONS = 8  # small on purpose: the vectors are fake, only their shape matters
 
 
-def model_object(model: str) -> dict[str, Any]:
-    return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+def model_object(model: str, server_kind: str = "openai") -> dict[str, Any]:
+    """A /v1/models entry as the OpenAI API, vLLM or Ollama lists it."""
+    owner = {"openai": "system", "vllm": "vllm", "ollama": "library"}[server_kind]
+    return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": owner}
 
 
 def _require_model(body: dict[str, Any]) -> str:
