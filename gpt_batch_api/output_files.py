@@ -204,8 +204,7 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
                     problem = "ends with a damaged entry"
         if problem is not None:
             raise TaskFileError(
-                f"The output file {path} {problem}. It was not modified. Restore it from a backup, or "
-                f"{WIPE_TASK_FIX}.",
+                f"The output file {path} {problem}. It was not modified. Restore it from a backup, or {WIPE_TASK_FIX}.",
                 str(path),
             )
 

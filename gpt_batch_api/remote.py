@@ -22,6 +22,7 @@ import openai
 from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
+from .redact import redact
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
 from .server_answers import KNOWN_BATCH_STATUSES, MalformedAnswerError, checked_answer, malformed, result_file_problem
@@ -46,7 +47,14 @@ T = TypeVar("T")
 
 
 def translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
-    """Our error for an SDK error, with a message that names the fix."""
+    """Our error for an SDK error, with a message that names the fix (and no credentials of the base URL)."""
+    error = _translate_api_error(exc, what, base_url)
+    if isinstance(error, APIError):
+        error.args = (redact(str(error)),)
+    return error
+
+
+def _translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return AuthenticationError(
             f"{what}: the API key was rejected ({exc.status_code}). Check OPENAI_API_KEY or --openai_api_key.",
@@ -127,7 +135,7 @@ class RemoteMixin(RequesterBase):
     def _api_error(self, exc: Exception, what: str) -> Exception:
         if isinstance(exc, openai.NotFoundError) and what.startswith(("upload", "create batch", "list batches")):
             return BatchAPIUnavailableError(
-                f"{what}: the server at {self.client.base_url} has no Files/Batches API (HTTP 404). Local "
+                f"{what}: the server at {redact(str(self.client.base_url))} has no Files/Batches API (HTTP 404). Local "
                 "OpenAI-compatible servers (Ollama, vLLM, llama.cpp) only offer the direct API: rerun with "
                 "--force_direct.",
                 404,

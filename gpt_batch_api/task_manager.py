@@ -29,6 +29,7 @@ from .events import GENERATION_PROGRESS, RUN_FINISHED, RUN_STARTED, STATUS, WAIT
 from .gc_control import fewer_gc_passes
 from .gpt_requester import GPTRequester
 from .output_files import TaskOutputFile
+from .redact import redact
 from .request import CachedGPTRequest, GPTRequest
 from .requester_state import BatchStatus
 from .results import BatchResult
@@ -394,6 +395,8 @@ class TaskManager(Generic[OutputT]):
         """Task meta and requester settings for monitoring; never contains the API key."""
         options = dataclasses.asdict(self.GR.opts)
         options.pop("openai_api_key", None)
+        if options.get("client_base_url"):
+            options["client_base_url"] = redact(options["client_base_url"])
         return {"task": type(self).__name__, "meta": self.T.meta, **options}
 
     @staticmethod

@@ -190,8 +190,10 @@ class TaskStateFiles:
             object.__setattr__(state, name, tracked)
             self._written[name] = {k: fastjson.dumps(v) for k, v in values.items() if isinstance(v, dict | list)}
         for stale in self.head.parent.iterdir() if cleanup else ():
-            if stale != path and _LOG_NAME.fullmatch(stale.name, len(self.head.stem)) and stale.name.startswith(
-                self.head.stem
+            if (
+                stale != path
+                and _LOG_NAME.fullmatch(stale.name, len(self.head.stem))
+                and stale.name.startswith(self.head.stem)
             ):  # left by a compaction whose commit never happened (exact names: tasks may share the folder)
                 stale.unlink(missing_ok=True)
         return state

@@ -60,10 +60,27 @@ def raise_as_disk_error(path: str | os.PathLike[str], exc: OSError) -> NoReturn:
     raise exc
 
 
+_umask: int | None = None
+
+
+def current_umask() -> int:
+    """The process umask (read once: setting it to read it is not thread-safe, so not done per file)."""
+    global _umask
+    if _umask is None:
+        try:  # Linux shows it without changing it
+            with open("/proc/self/status") as status:
+                _umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return _umask
+
+
 def write_temp(target: Path, data: bytes) -> Path:
     """Write ``data`` to a fresh fsynced temp file next to ``target`` and return its path."""
     fd, name = tempfile.mkstemp(prefix=f"{target.name}{TEMP_MARK}", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; task files all get the mode open() gives
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()

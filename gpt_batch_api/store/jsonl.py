@@ -35,9 +35,7 @@ class JsonlAppender:
     ``fix`` is the way out named when the file is shorter than committed (besides restoring it).
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], committed_size: int = 0, *, fix: str = WIPE_REQUESTS_FIX
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], committed_size: int = 0, *, fix: str = WIPE_REQUESTS_FIX) -> None:
         self.path = Path(path)
         existed = self.path.exists()
         if not existed and committed_size > 0:
