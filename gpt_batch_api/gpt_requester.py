@@ -111,6 +111,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self.session_processed_failed = 0  # failed batches force-processed this session
         self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
+        # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
+        self.interruptible: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
         self._lock: TaskLock | None = None
         self._queue: JsonlAppender | None = None
         self._pending_deletes: list[Path] = []
@@ -150,7 +152,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 poll_interval=self.opts.lock_poll_interval,
                 status_interval=self.opts.lock_status_interval,
             )
-            self._lock.acquire()
+            self._lock.acquire(stop_check=self.stop_check)
         try:
             self._load()
         except BaseException:

@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 
 import openai
 
-from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BatchAPIUnavailableError,
+    QuotaExceededError,
+    StopRequested,
+    TaskFileError,
+)
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
 from .redact import redact
@@ -125,8 +132,11 @@ class RemoteMixin(RequesterBase):
     def _api(self, what: str, call: Callable[[], T], kind: type | None = None) -> T:
         """``call()`` (an SDK call); its failures as our errors, and an answer that is no ``kind`` refused."""
         try:
-            answer = call()
+            with self.interruptible():  # a slow server: the first Ctrl+C need not wait (every call is resumable)
+                answer = call()
         except openai.OpenAIError as exc:
+            if isinstance(exc.__cause__, StopRequested):  # the SDK wraps what interrupted its HTTP call
+                raise exc.__cause__ from None
             raise self._api_error(exc, what) from exc
         except SDK_PARSE_ERRORS as exc:
             raise malformed(what, f"{type(exc).__name__}: {exc}") from None
@@ -281,7 +291,8 @@ class RemoteMixin(RequesterBase):
                 if attempt == CREATE_ATTEMPTS:
                     raise error
                 log.warning("Creating batch %d failed (%s); retrying in %.0f s", batch.id, exc, delay)
-                time.sleep(delay)
+                with self.interruptible():
+                    time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
@@ -534,7 +545,8 @@ class RemoteMixin(RequesterBase):
                 path.unlink(missing_ok=True)
             if attempt < DOWNLOAD_ATTEMPTS:
                 log.warning("%s; downloading again", problem)
-                time.sleep(min(0.5 * attempt, 2.0))
+                with self.interruptible():
+                    time.sleep(min(0.5 * attempt, 2.0))
         raise APIError(
             f"{problem}. The results of batch {batch.id} ({batch.remote.batch_id}) could not be downloaded intact "
             f"after {DOWNLOAD_ATTEMPTS} tries. The batch is kept as it is and nothing is bought again: rerun the same "

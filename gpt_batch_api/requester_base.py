@@ -8,6 +8,7 @@ mixins call on one another; at run time it adds nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ class RequesterBase:
         session_processed_failed: int
         congested_since: float | None
         stop_check: Callable[[], bool]
+        interruptible: Callable[[], AbstractContextManager[Any]]
         _queue: JsonlAppender | None
         _pending_deletes: list[Path]
         _last_block_reason: str | None

@@ -80,6 +80,11 @@ class TaskManager(Generic[OutputT]):
             raise ConfigError(f"--postprocess_output must be one of {', '.join(POSTPROCESS_MODES)}.")
         if wipe_failed:
             gpt_requester_kwargs["wipe_requests"] = True  # wiping failed samples implies wiping requests
+        wiping = any(gpt_requester_kwargs.get(name) for name in ("wipe_requests", "wipe_task")) or reinit_meta
+        if not run and not wiping:
+            # --no_run only shows the status: read the files as a dry run does, without the lock (a running
+            # process may hold it for hours) and without changing anything.
+            gpt_requester_kwargs["dryrun"] = True
         self.events = EventBus()
         self.GR = GPTRequester(task_dir, name_prefix, events=self.events, **gpt_requester_kwargs)
         self.run_flag = run
@@ -201,6 +206,7 @@ class TaskManager(Generic[OutputT]):
                 with self._logs_around_bars(monitors), fewer_gc_passes():
                     self._stop = stop
                     self.GR.stop_check = lambda: stop.stop_requested
+                    self.GR.interruptible = stop.interruptible
                     with self.GR:
                         self._enter()
                         try:
