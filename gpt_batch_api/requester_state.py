@@ -18,6 +18,7 @@ import pydantic
 
 from .errors import TaskFileError
 from .store.atomic import read_json
+from .store.jsonl import WIPE_REQUESTS_FIX
 
 __all__ = ["BatchState", "BatchStatus", "QueueState", "RemoteInfo", "RequesterState", "Totals", "load_state"]
 
@@ -138,7 +139,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 def load_state(path: Path) -> RequesterState:
     """Load and upgrade the requester state; raise TaskFileError (file untouched) if it is unusable."""
-    data = read_json(path, what="requester state")
+    data = read_json(path, what="requester state", fix=WIPE_REQUESTS_FIX)
     if not isinstance(data, dict) or not isinstance(data.get("version"), int):
         raise TaskFileError(
             f"{path} is not a requester state file (no version field). {_recover_hint(path)}", str(path)

@@ -12,11 +12,12 @@ import argparse
 import logging
 import math
 import os
+import shlex
 import signal
 import sys
 from typing import Any
 
-from .errors import GPTBatchError, StopRequested
+from .errors import GPTBatchError, StopRequested, TaskFileError
 from .logs import configure_logging
 from .options import HelpFormatter, add_task_arguments, task_kwargs
 
@@ -124,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except GPTBatchError as exc:
         log.error("%s", exc)
+        if isinstance(exc, TaskFileError):
+            log.info(
+                "To see which files are intact and what each fix rebuilds (nothing is changed): "
+                "python -m gpt_batch_api.verify --task_dir %s --task_prefix %s",
+                shlex.quote(args.task_dir),
+                shlex.quote(args.task_prefix or args.task),
+            )
         return 1
     finally:
         if simulator is not None:

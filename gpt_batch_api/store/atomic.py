@@ -114,7 +114,12 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, dumps_json(obj))
 
 
-def read_json(path: str | os.PathLike[str], *, what: str = "file") -> Any:
+def read_json(
+    path: str | os.PathLike[str],
+    *,
+    what: str = "file",
+    fix: str = "start the task afresh with --wipe_task (this forgets all progress)",
+) -> Any:
     """Parse a JSON file, turning corruption into a TaskFileError that names the file and the way out."""
     path = Path(path)
     try:
@@ -127,8 +132,7 @@ def read_json(path: str | os.PathLike[str], *, what: str = "file") -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TaskFileError(
-            f"The {what} file {path} is corrupt ({exc}); it was not modified. Restore it from a backup, or start "
-            "the task afresh with --wipe_task (this forgets all progress).",
+            f"The {what} file {path} is corrupt ({exc}); it was not modified. Restore it from a backup, or {fix}.",
             str(path),
         ) from None
 

@@ -20,6 +20,7 @@ import pytest
 
 from gpt_batch_api.errors import TaskFileError
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
+from gpt_batch_api.verify import verify_task
 
 from ..support.helpers import FAST_BATCHES, REPO, assert_complete
 from ..support.numbers_task import NumbersTask
@@ -95,8 +96,12 @@ def test_damaged_file_is_refused_and_the_advised_fix_works(tmp_path, template, n
         assert name in message, message
         assert not ledger.answers, "nothing may be sent before the refusal"
         fix = advised_fix(message)
+        damaged = [f for f in verify_task(task_dir, "numbers") if not f.ok]
+        assert damaged, "python -m gpt_batch_api.verify found nothing wrong"
+        assert fix in " ".join(f.fix for f in damaged)
         assert make_task(task_dir, sim.base_url, force_direct=True, **{fix: True}).run() is True
     assert_complete(task_dir, NUM)
+    assert all(f.ok for f in verify_task(task_dir, "numbers")), verify_task(task_dir, "numbers")
     again = {key: len(times) for key, times in ledger.answers.items()}
     assert max(again.values()) == 1, "a sample was bought twice in the run with the fix"
     if fix == "wipe_requests":  # answers already in the output are kept, never bought again
@@ -138,8 +143,14 @@ def test_demo_refuses_a_damaged_file_without_traceback_and_the_fix_works(tmp_pat
     out = refused.stdout + refused.stderr
     assert refused.returncode == 1, out
     assert "Traceback" not in out and name in out, out
+    verify_cmd = re.search(r"python -m gpt_batch_api\.verify .*", out)
+    assert verify_cmd, out
+    verify = subprocess.run([sys.executable, *verify_cmd.group(0).split()[1:]], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert verify.returncode == 1 and name in verify.stdout and "DAMAGED" in verify.stdout, verify.stdout
     done = demo(tmp_path, f"--{advised_fix(out)}")
     assert done.returncode == 0 and "Task complete" in done.stdout + done.stderr, done.stderr
-    assert "Task complete: 125 samples" in done.stdout + done.stderr or "Task complete: 124 samples" in (
-        done.stdout + done.stderr
-    )
+    assert re.search(r"Task complete: 12[45] samples succeeded", done.stderr), done.stderr[-2000:]
+    again = subprocess.run([sys.executable, *verify_cmd.group(0).split()[1:]], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0 and "Every file is intact" in again.stdout, again.stdout
