@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError, StopRequested
 from .events import GENERATION_PROGRESS, RUN_FINISHED, RUN_STARTED, STATUS, WAITING, EventBus
@@ -44,15 +44,20 @@ log = logging.getLogger(__name__)
 POSTPROCESS_MODES = ("never", "if_written", "always")
 FIRST_POLL_DELAY = 0.25  # so that small batches are noticed within about a second
 
+OutputT = TypeVar("OutputT", bound=TaskOutputFile)
 
-class TaskManager:
-    """Runs one task: the step loop, the task state, the output file, and the requester underneath."""
+
+class TaskManager(Generic[OutputT]):
+    """Runs one task: the step loop, the task state, the output file, and the requester underneath.
+
+    Subclass ``TaskManager[DataclassListOutputFile[Row]]`` (the output file class your ``output_factory``
+    makes) so that type checkers know ``self.D``; a bare ``TaskManager`` subclass works too, untyped."""
 
     def __init__(
         self,
         task_dir: str,
         name_prefix: str,
-        output_factory: Callable[[str, bool], TaskOutputFile],
+        output_factory: Callable[[str, bool], OutputT],
         init_meta: dict[str, Any] | None = None,
         *,
         run: bool = True,
@@ -92,7 +97,7 @@ class TaskManager:
         }
         self.T = TaskState()
         self._state_files = TaskStateFiles(self.GR.layout.task_state)
-        self.D = output_factory(self.GR.layout.output_base, self.GR.dryrun)
+        self.D: OutputT = output_factory(self.GR.layout.output_base, self.GR.dryrun)
         self.step_num = 0
         self._output_written = False
         self._stop: StopMonitor | None = None
