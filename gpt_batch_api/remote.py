@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import openai
 
+from .error_kinds import ErrorKind, error_kind
 from .errors import (
     APIError,
     AuthenticationError,
@@ -54,7 +55,8 @@ T = TypeVar("T")
 
 
 def translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
-    """Our error for an SDK error, with a message that names the fix (and no credentials of the base URL)."""
+    """Our error for an SDK error, with a message that names the fix (read by ``error_kind``: a gateway
+    may answer a quota or key problem with another status), and no credentials of the base URL."""
     error = _translate_api_error(exc, what, base_url)
     if isinstance(error, APIError):
         error.args = (redact(str(error)),)
@@ -62,18 +64,20 @@ def translate_api_error(exc: Exception, what: str, base_url: str | None = None) 
 
 
 def _translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return AuthenticationError(
-            f"{what}: the API key was rejected ({exc.status_code}). Check OPENAI_API_KEY or --openai_api_key.",
-            exc.status_code,
-        )
-    if isinstance(exc, openai.RateLimitError) and _error_code(exc) == "insufficient_quota":
-        return QuotaExceededError(
-            f"{what}: the account is out of credit (insufficient_quota). Add credit or raise the usage limit "
-            "on the OpenAI billing page, then rerun the same command.",
-            429,
-        )
     if isinstance(exc, openai.APIStatusError):
+        kind = error_kind(exc.status_code, exc.body)
+        if kind == ErrorKind.AUTH:
+            return AuthenticationError(
+                f"{what}: the API key was rejected ({exc.status_code}: {exc.message}). Check OPENAI_API_KEY or "
+                "--openai_api_key (through a gateway: the gateway's key).",
+                exc.status_code,
+            )
+        if kind == ErrorKind.QUOTA:
+            return QuotaExceededError(
+                f"{what}: the account is out of credit (insufficient_quota). Add credit or raise the usage limit "
+                "on the OpenAI billing page (or the gateway's budget), then rerun the same command.",
+                exc.status_code,
+            )
         transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
         advice = (
             " The server may be overloaded or failing: nothing is lost, rerun the same command later."
@@ -165,6 +169,9 @@ class RemoteMixin(RequesterBase):
         if self.congested_since is not None:
             return "token_limit_exceeded (waiting for running batches to finish)"
         remote = self.S.batches_in(BatchStatus.PUSHING, BatchStatus.REMOTE)
+        in_flight = sum(other.tokens_input for other in remote)
+        if self.congestion_tokens is not None and in_flight and in_flight + batch.tokens_input > self.congestion_tokens:
+            return f"token_limit_exceeded (about {self.congestion_tokens} tokens fit in flight)"
         if len(remote) >= self.limits.max_remote_batches:
             return "max_remote_batches"
         this = Amounts(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
@@ -281,7 +288,7 @@ class RemoteMixin(RequesterBase):
                     exc, openai.APIConnectionError | openai.InternalServerError | MalformedAnswerError
                 )
                 if isinstance(exc, openai.RateLimitError):
-                    transient = _error_code(exc) != "insufficient_quota"
+                    transient = error_kind(exc.status_code, exc.body) != ErrorKind.QUOTA
                 if not transient:
                     raise error
                 found = self._find_remote_batch(batch)
@@ -404,8 +411,7 @@ class RemoteMixin(RequesterBase):
                 continue
             self._update_remote_info(batch, remote)
             self._note_status(batch)
-            if remote.status in TERMINAL_STATUSES:
-                self._finish(batch)
+            if remote.status in TERMINAL_STATUSES and self._finish(batch):
                 ended += 1
         self.events.emit(REMOTE_PROGRESS, batches=self.remote_progress())
         if ended and self.congested_since is not None:
@@ -488,11 +494,13 @@ class RemoteMixin(RequesterBase):
             for b in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)
         ]
 
-    def _finish(self, batch: BatchState) -> None:
+    def _finish(self, batch: BatchState) -> bool:
+        """Download an ended batch; False if it was refused for congestion (it did not run, so it frees no
+        room: counting it as ended would lift the congestion wait it just caused)."""
         info = batch.remote
         if info.status == "failed" and any(e.get("code") == "token_limit_exceeded" for e in info.errors):
             self._requeue_congested(batch)
-            return
+            return False
         if info.completed > 0 and not info.output_file_id:
             raise APIError(
                 f"Batch {batch.id} ({info.batch_id}) is {info.status} with {info.completed} answered requests, but "
@@ -518,6 +526,7 @@ class RemoteMixin(RequesterBase):
             info.completed,
             info.failed,
         )
+        return True
 
     def _download_results(self, batch: BatchState, file_id: str, path: Path, expected: int) -> None:
         """Download a result file of ``batch`` to ``path`` and check it against the batch's own counts and the
@@ -562,20 +571,40 @@ class RemoteMixin(RequesterBase):
             "this.",
             batch.id,
         )
-        if batch.remote.file_id:
-            self.S.remote_cleanup.append(batch.remote.file_id)
-        totals = self.S.totals
-        totals.pushed_requests -= batch.num_requests
-        totals.pushed_tokens -= batch.tokens_input
-        totals.pushed_cost -= batch.cost
-        totals.pushed_batches -= 1
-        self.session.add(-batch.num_requests, -batch.tokens_input, -batch.cost, -batch.size)
-        batch.status = BatchStatus.LOCAL
-        batch.push_started_at = None
-        batch.remote = RemoteInfo()
+        # What was running when the batch was refused is about what fits: push no more than that at once
+        # (without this, every batch cut meanwhile is pushed the moment one ends, and most are refused).
+        accepted = sum(
+            other.tokens_input
+            for other in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)  # finished: in this poll
+            if other.id != batch.id and other.remote.status not in ("validating", "failed")
+        )
+        if accepted:
+            self.congestion_tokens = min(accepted, self.congestion_tokens or accepted)
+        self.unpush(batch)
         self.congested_since = time.time()
         self.commit()
         self.cleanup_remote()
+
+    def unpush(self, batch: BatchState) -> None:
+        """Undo a push whose requests got no usable answer: the batch is local again (a direct one unstarted),
+        out of the pushed totals and the session's spending, its remote files marked for deletion. The
+        caller commits."""
+        info = batch.remote
+        self.S.remote_cleanup.extend(f for f in (info.file_id, info.output_file_id, info.error_file_id) if f)
+        if batch.push_started_at is not None or batch.status != BatchStatus.DIRECT:
+            totals = self.S.totals
+            totals.pushed_requests -= batch.num_requests
+            totals.pushed_tokens -= batch.tokens_input
+            totals.pushed_cost -= batch.cost
+            if batch.status == BatchStatus.DIRECT:
+                totals.direct_batches -= 1
+            else:
+                totals.pushed_batches -= 1
+            self.session.add(-batch.num_requests, -batch.tokens_input, -batch.cost, -batch.size)
+        if batch.status != BatchStatus.DIRECT:
+            batch.status = BatchStatus.LOCAL
+        batch.push_started_at = None
+        batch.remote = RemoteInfo()
 
     def congestion_expired(self) -> None:
         """With nothing running on the remote, congestion cannot clear by itself: retry after a pause."""

@@ -45,13 +45,14 @@ class NumbersTask(TaskManager):
         chunk: int = 50,
         reject_every: int = 0,
         prefix: str = "numbers",
+        model: str = "gpt-4o-mini",
         **kwargs,
     ):
         super().__init__(
             task_dir,
             prefix,
             DataclassListOutputFile.output_factory(NumberRecord),
-            init_meta={"model": "gpt-4o-mini", "num_samples": num_samples},
+            init_meta={"model": model, "num_samples": num_samples},
             **kwargs,
         )
         self.chunk = chunk
