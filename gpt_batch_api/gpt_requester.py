@@ -246,6 +246,15 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
 
     # ------------------------------------------------------------------ requests and the queue
 
+    def set_assumed_completion_ratio(self, ratio: float | None) -> None:
+        """Predict output tokens (and so costs and token limits) of requests added from now on as ``ratio`` x
+        their ``max_completion_tokens`` (None: the whole limit). A task whose meta holds the ratio calls this
+        once its meta is loaded, so the stored value, not a default, drives the predictions."""
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise ConfigError(f"The completion ratio must be between 0 and 1, got {ratio}.")
+        self.opts.assumed_completion_ratio = ratio
+        self.estimator.assumed_completion_ratio = 1.0 if ratio is None else ratio
+
     def add_request(self, req: GPTRequest) -> CachedGPTRequest:
         """Add a request to the pool (estimating its tokens and cost once); commit it with commit_requests()."""
         item = GPTRequestItem(id=self.S.next_request_id, req=req)

@@ -323,13 +323,21 @@ class ProcessingMixin(RequesterBase):
             ratio = stats.assumed_output_tokens / stats.completion_tokens
             factor = self.opts.warn_assumed_completion_factor
             if ratio > factor or ratio < 1 / factor:
+                # The completion ratio is the share of max_completion_tokens used: scale the ratio in effect
+                # by generated / assumed to get the value that would have predicted this batch.
+                assumed_ratio = self.estimator.assumed_completion_ratio
+                fitted = assumed_ratio * stats.completion_tokens / stats.assumed_output_tokens
                 log.warning(
-                    "Batch %d: assumed %d output tokens but %d were generated (completion ratio %.3f); "
-                    "consider changing --completion_ratio",
+                    "Batch %d: assumed %d output tokens (completion ratio %.2f) but %d were generated: a completion "
+                    "ratio of %.2f fits this batch. Set it for better cost predictions: assumed_completion_ratio=%.2f "
+                    "(in the demo: --no_run --reinit_meta --completion_ratio %.2f)",
                     batch.id,
                     stats.assumed_output_tokens,
+                    assumed_ratio,
                     stats.completion_tokens,
-                    stats.completion_tokens / max(1, stats.assumed_output_tokens),
+                    fitted,
+                    fitted,
+                    fitted,
                 )
 
     def _history_entry(self, batch: BatchState, result: BatchResult) -> dict[str, Any]:

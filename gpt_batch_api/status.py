@@ -28,6 +28,7 @@ def status_report(task: TaskManager) -> str:
     now = time.time()
     lines = [
         f"Task {gr.layout.prefix} in {gr.layout.task_dir}",
+        "  meta: " + (", ".join(f"{key}={value!r}" for key, value in T.meta.items()) or "(empty)"),
         f"  samples: {len(T.committed_samples)} committed, {len(T.responded_meta)} responded, "
         f"{len(T.succeeded_samples)} succeeded, {len(T.failed_samples)} failed",
         f"  queue: {S.queue.num_requests} requests, {S.queue.tokens_input / 1000:.1f} ktokens, "

@@ -43,14 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"
     )
     meta = parser.add_argument_group("Task metadata (fixed at the first run; change with --reinit_meta)")
-    meta.add_argument("--model", default="gpt-4o-mini", help="Model")
+    meta.add_argument("--model", help="Model (default: gpt-4o-mini)")
     meta.add_argument("--max_completion_tokens", metavar="NUM", type=int, help="Output token limit per request")
     meta.add_argument(
         "--completion_ratio",
         metavar="RATIO",
         type=float,
-        default=0.5,
-        help="Expected share of max_completion_tokens used (for cost and limit predictions)",
+        help="Expected share of max_completion_tokens used, for cost and limit predictions (default: 0.5)",
     )
     meta.add_argument("--temperature", metavar="TEMP", type=float, help="Sampling temperature")
     meta.add_argument("--top_p", metavar="MASS", type=float, help="Nucleus sampling mass")
