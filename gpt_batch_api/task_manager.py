@@ -324,6 +324,15 @@ class TaskManager(Generic[OutputT]):
                 self.D.wipe(txn)
         self.D.open(None)
         self.GR.commit(with_task=True)
+        totals = self.GR.S.totals
+        if totals.pushed_requests:
+            log.warning(
+                "Kept on purpose: the totals of earlier runs (%d requests pushed, predicted cost %.4f, true cost "
+                "%.4f), so --max_task_cost and the other task limits still count what this task has spent",
+                totals.pushed_requests,
+                totals.pushed_cost,
+                totals.true_cost_batch + totals.true_cost_direct,
+            )
 
     def _process_result(self, result: BatchResult) -> None:
         self._output_written |= bool(self.process_batch_result(result))

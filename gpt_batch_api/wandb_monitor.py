@@ -255,7 +255,7 @@ class WandbMonitor:
             log.warning(
                 "wandb logging is switched off for this run (the work continues): %s. Check `wandb login` or "
                 "WANDB_MODE=offline, or pass --no_wandb to silence this.",
-                reason,
+                str(reason).rstrip("."),
             )
         self.enabled = False
         return False
