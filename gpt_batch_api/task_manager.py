@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -459,13 +460,15 @@ class TaskManager(Generic[OutputT]):
             from .wandb_monitor import WandbMonitor
 
             opts = self.wandb_options
+            # wandb's files live with the task (not in ./wandb of wherever the command ran), unless the user says.
+            wandb_dir = opts["dir"] or (None if os.environ.get("WANDB_DIR") else str(self.GR.layout.task_dir))
             monitor = WandbMonitor(
                 project=opts["project"],
                 entity=opts["entity"],
                 run_id=opts["run_id"],
                 name=opts["name"],
                 group=opts["group"],
-                dir=opts["dir"],
+                dir=wandb_dir,
                 config=None,
             )
             monitor.start()

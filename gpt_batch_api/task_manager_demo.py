@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             simulator.start()
             log.info("Simulator running at %s (no API key, no cost)", simulator.base_url)
             extra = {"client_base_url": simulator.base_url, "openai_api_key": "sk-simulated"}
-            if args.wandb is None:
-                extra["wandb"] = False  # a local demo should not need a wandb account; --wandb turns it on
+            if args.wandb is None and not os.environ.get("WANDB_MODE"):
+                # A local demo should not need a wandb account: off, unless --wandb or WANDB_MODE asks for it.
+                extra["wandb"] = False
+                log.info("wandb is off with --simulate: pass --wandb or set WANDB_MODE=offline to log the run")
         task = make_task(args, extra)
         done = task.run()
         if args.dryrun:

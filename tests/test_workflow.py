@@ -167,3 +167,45 @@ def test_wipe_task_says_the_totals_are_kept_and_why(tmp_path, sim):
     assert "survive --wipe_task" in proc.stdout
     totals = json.loads((task_dir / "char_codes_state.json").read_text())["totals"]
     assert totals["pushed_requests"] == 20
+
+
+def wandb_offline_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"),
+               WANDB_CACHE_DIR=str(tmp_path / "wandb_cache"), WANDB_DATA_DIR=str(tmp_path / "wandb_data"),
+               WANDB_BASE_URL="http://127.0.0.1:1", PYTHONPATH=str(REPO), **extra)  # fmt: skip
+    return env
+
+
+def run_simulated_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "utterance_emotion", "--simulate",
+           "--task_dir", str(tmp_path / "task"), "--no_progress"]  # fmt: skip
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_simulate_honours_wandb_mode_quietly_with_files_under_the_task(tmp_path):
+    proc = run_simulated_demo(tmp_path, wandb_offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wandb_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("wandb:")]
+    assert wandb_lines == [], wandb_lines  # no banner, no summary table, no advert
+    assert len(re.findall(r"wandb run \w+ logged offline in .*wandb sync", proc.stderr)) == 1, proc.stderr
+    assert not (tmp_path / "cwd" / "wandb").exists()
+    assert list((tmp_path / "task" / "wandb").rglob("*.wandb")), "the run's files live with the task"
+
+
+def test_the_users_own_wandb_settings_win(tmp_path):
+    env = wandb_offline_env(tmp_path, WANDB_SILENT="false", WANDB_DIR=str(tmp_path / "my_wandb"))
+    proc = run_simulated_demo(tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert any(line.startswith("wandb:") for line in (proc.stdout + proc.stderr).splitlines())
+    assert list((tmp_path / "my_wandb").rglob("*.wandb")) and not (tmp_path / "task" / "wandb").exists()
+
+
+def test_simulate_without_wandb_mode_says_wandb_is_off(tmp_path):
+    env = {k: v for k, v in wandb_offline_env(tmp_path).items() if k != "WANDB_MODE"}
+    proc = run_simulated_demo(tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wandb is off with --simulate: pass --wandb or set WANDB_MODE=offline" in proc.stderr
+    assert not (tmp_path / "task" / "wandb").exists()
