@@ -10,13 +10,19 @@ import argparse
 import dataclasses
 from typing import Any
 
-__all__ = ["SimulatorConfig", "add_config_arguments", "config_from_args"]
+__all__ = ["SERVER_KINDS", "SimulatorConfig", "add_config_arguments", "config_from_args"]
+
+# What the simulator poses as. "openai": the full API. "vllm" and "ollama": a local model server with the
+# direct endpoints and /v1/models only (no Files/Batches routes, no x-ratelimit-* headers), each with its
+# own 404 page and error shape, so the local-server path is tested against what those servers answer.
+SERVER_KINDS = ("openai", "vllm", "ollama")
 
 
 @dataclasses.dataclass
 class SimulatorConfig:
     """Behaviour of the simulated OpenAI server. All faults are off by default and no key is required."""
 
+    server_kind: str = "openai"  # one of SERVER_KINDS
     # Batch lifecycle (seconds spent in each status; computed from timestamps when a batch is looked at)
     validating_s: float = 1.0
     in_progress_s: float = 5.0
@@ -51,6 +57,10 @@ class SimulatorConfig:
             object.__setattr__(self, "seed_generation", getattr(self, "seed_generation", 0) + 1)
 
     def __post_init__(self) -> None:
+        if self.server_kind not in SERVER_KINDS:
+            raise ValueError(
+                f"SimulatorConfig.server_kind must be one of {', '.join(SERVER_KINDS)}, got {self.server_kind!r}"
+            )
         for name in ("validating_s", "in_progress_s", "finalizing_s", "latency_ms", "rpm", "tpm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -66,6 +76,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             metavar = "BOOL"
         elif field.name == "require_api_key":
             kind, metavar = str, "KEY"
+        elif field.name == "server_kind":
+            parser.add_argument(
+                "--server_kind",
+                choices=SERVER_KINDS,
+                default=default,
+                help="pose as the OpenAI API, or as a vLLM or Ollama server (direct endpoints only) (default: openai)",
+            )
+            continue
         else:
             kind, metavar = type(default), type(default).__name__.upper()
         parser.add_argument(

@@ -135,13 +135,19 @@ class Simulator:
         path, _, query_text = target.partition("?")
         path = path.rstrip("/")
         direct = method == "POST" and path in _DIRECT
+        kind = self.config.server_kind
         extra: dict[str, str] = {}
         try:
+            if kind != "openai" and not direct and not (method == "GET" and path.startswith("/v1/models")):
+                return _local_not_found(kind, method, path)
             self._check_account(headers)
             if direct:
-                return self._direct(path, body)
+                status, payload, extra, content_type = self._direct(path, body)
+                return status, payload, extra if kind == "openai" else {}, content_type
             return self._route(method, path, query_text, headers, body)
         except ApiError as exc:
+            if kind != "openai":  # local servers send no rate-limit headers and have their own error shape
+                return exc.status, json.dumps(_local_error_body(kind, exc)).encode(), {}, "application/json"
             extra.update(exc.headers)
             if direct:
                 with self.limiter._lock:
@@ -248,7 +254,7 @@ class Simulator:
 
     def _models(self, rest: list[str]) -> Any:
         if not rest:
-            return {"object": "list", "data": [model_object(m) for m in MODELS]}
+            return {"object": "list", "data": [model_object(m, self.config.server_kind) for m in MODELS]}
         model = "/".join(rest)
         if model not in MODELS:
             raise ApiError(
@@ -257,7 +263,7 @@ class Simulator:
                 code="model_not_found",
                 param="model",
             )
-        return model_object(model)
+        return model_object(model, self.config.server_kind)
 
     def _files(self, method: str, path: str, rest: list[str], query: dict, headers: Any, raw: bytes) -> tuple:
         if method == "POST" and not rest:
@@ -289,6 +295,24 @@ class Simulator:
         if method == "POST" and len(rest) == 2 and rest[1] == "cancel":
             return _ok(self.batches.cancel(rest[0]))
         raise ApiError(404, f"Invalid URL ({method} {path})")
+
+
+def _local_not_found(kind: str, method: str, path: str) -> tuple[int, bytes, dict[str, str], str]:
+    """What a vLLM (FastAPI) or Ollama (Go) server answers for a route it does not have."""
+    if kind == "vllm":
+        return 404, b'{"detail":"Not Found"}', {}, "application/json"
+    return 404, b"404 page not found", {}, "text/plain"
+
+
+def _local_error_body(kind: str, exc: ApiError) -> dict[str, Any]:
+    """An error in vLLM's shape (flat, numeric code) or Ollama's (``error`` object, no code)."""
+    message = exc.body["error"]["message"]
+    if kind == "vllm":
+        type_ = {400: "BadRequestError", 401: "Unauthorized", 404: "NotFoundError"}.get(
+            exc.status, "InternalServerError"
+        )
+        return {"object": "error", "message": message, "type": type_, "param": None, "code": exc.status}
+    return {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
 
 
 def _ok(payload: Any) -> tuple[int, bytes, dict[str, str], str]:
