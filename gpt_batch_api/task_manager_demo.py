@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             from .simulator import Simulator, SimulatorConfig
 
             config = SimulatorConfig(validating_s=0.5, in_progress_s=2.0, finalizing_s=0.5, latency_ms=20)
-            simulator = Simulator(config, responder=demo_responder)
+            # The simulated remote keeps its files and batches next to the task's files, so a rerun after Ctrl+C
+            # finds the batches it pushed, as it would on OpenAI.
+            state_path = os.path.join(args.task_dir, f"{args.task_prefix or args.task}_simulator.json")
+            simulator = Simulator(config, responder=demo_responder, state_path=state_path)
             simulator.start()
             log.info("Simulator running at %s (no API key, no cost)", simulator.base_url)
             extra = {"client_base_url": simulator.base_url, "openai_api_key": "sk-simulated"}
