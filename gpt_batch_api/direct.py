@@ -18,8 +18,9 @@ Retries live here, not in the SDK: each call is made with ``max_retries=0`` and 
 A call that still fails becomes an error line (the requester then decides, per request, whether it is retried
 in a later batch). A connection failure counts as an attempt only if the server answered other calls
 meanwhile: during an outage nothing is an attempt, and an outage that outlasts ``max_attempts`` backoffs
-stops the run (the unanswered requests are sent by the next run). A rejected API key and
-``insufficient_quota`` stop the run at once, after the answers in flight are recorded.
+stops the run (the unanswered requests are sent by the next run). A rejected API key, ``insufficient_quota``
+and a 404 for the URL or the model (``error_kinds``) stop the run at once, after the answers in flight are
+recorded.
 
 Pacing (``ratelimit.RateLimitGate``): from the ``x-ratelimit-*`` headers when the server sends them; without
 them (local servers), the number of calls in flight backs off on 429/503 and recovers (AIMD).
@@ -44,7 +45,8 @@ from typing import Any
 
 import openai
 
-from .errors import AuthenticationError, ConfigError, QuotaExceededError
+from .error_kinds import ErrorKind, advice, error_kind
+from .errors import AuthenticationError, ConfigError, QuotaExceededError, ServerRefusedError
 from .ratelimit import RateLimitGate
 from .remote import describe_connection_error, translate_api_error
 from .store import fastjson
@@ -434,6 +436,15 @@ class DirectExecutor:
                 error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
                 if isinstance(error, AuthenticationError | QuotaExceededError):
                     raise _Fatal(error) from None
+                kind = error_kind(exc.status_code, exc.body)
+                if kind in (ErrorKind.URL, ErrorKind.MODEL):  # every other call would get the same: stop now
+                    model = body.get("model") if isinstance(body.get("model"), str) else None
+                    why = advice(
+                        kind, exc.status_code, exc.body, path=path, base_url=str(self._client.base_url), model=model
+                    )
+                    raise _Fatal(
+                        ServerRefusedError(f"Stopped before marking any request failed: {why}.", exc.status_code)
+                    ) from None
                 status = exc.status_code
                 if status in OVERLOAD_STATUS and not _has_ratelimit_headers(headers):
                     self.gate.overloaded(status)  # a local server saturated: fewer calls in flight

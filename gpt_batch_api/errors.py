@@ -2,6 +2,8 @@
 
 - ``GPTBatchError``: base class; its message is meant for the user and names the fix.
   - ``ConfigError``: an option, or a combination of options, is invalid (the user's input).
+  - ``TaskDataError``: task code stored something the task files cannot hold exactly (a non-string
+    sample key, NaN in a payload or meta).
   - ``TaskFileError``: a file in the task directory is corrupt, truncated, from a newer version or
     unreadable. The file is left untouched; the message names it and how to recover.
   - ``TaskLockedError``: another process holds the task lock (names the lock file and the holder).
@@ -9,6 +11,8 @@
     - ``AuthenticationError``: the API key is missing or wrong (401).
     - ``QuotaExceededError``: the account is out of credit (429 ``insufficient_quota``).
     - ``BatchAPIUnavailableError``: the server has no Files/Batches API (use ``--force_direct``).
+    - ``ServerRefusedError``: every request got the same refusal (a wrong URL, model or gateway setting):
+      the run stops without using up samples or retries.
   - ``LimitError``: a configured limit makes progress impossible (e.g. one request above a batch limit).
   - ``ProcessingError``: results could not be processed (too many failed passes, failed batches).
 - ``StopRequested``: control flow, not an error: Ctrl+C asked the run to stop at the next safe point.
@@ -25,7 +29,9 @@ __all__ = [
     "LimitError",
     "ProcessingError",
     "QuotaExceededError",
+    "ServerRefusedError",
     "StopRequested",
+    "TaskDataError",
     "TaskFileError",
     "TaskLockedError",
 ]
@@ -37,6 +43,10 @@ class GPTBatchError(Exception):
 
 class ConfigError(GPTBatchError, ValueError):
     """An option or a combination of options is invalid; the message names the option to change."""
+
+
+class TaskDataError(GPTBatchError, TypeError):
+    """Task code stored a value that would not come back the same from the task files; names it and the fix."""
 
 
 class TaskFileError(GPTBatchError):
@@ -74,6 +84,11 @@ class QuotaExceededError(APIError):
 
 class BatchAPIUnavailableError(APIError):
     """The server does not offer the Files/Batches API (e.g. a local model server)."""
+
+
+class ServerRefusedError(APIError):
+    """The server refuses the configuration (404 for the URL, an unknown model, the same 4xx for every request
+    of a batch): nothing was marked failed; fix the cause named in the message and rerun."""
 
 
 class LimitError(GPTBatchError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -25,6 +26,7 @@ from .common import ApiError, error_body, new_id
 from .config import SimulatorConfig
 from .direct_api import MODELS, Answerer, Responder, model_object
 from .files_api import FileStore
+from .persistence import SimulatorStateFile
 from .ratelimit import RateLimiter
 
 __all__ = ["Simulator"]
@@ -43,7 +45,8 @@ class Simulator:
 
     ``config`` is kept (not copied) and may be changed while the server runs. ``responder(endpoint, body)``
     may return the content text (or a JSON-able dict) of chat and responses answers; None means default.
-    Usable as a context manager, which starts and stops it.
+    Usable as a context manager, which starts and stops it. With ``state_path``, files and batches are kept
+    in that JSON file and loaded from it, so a simulator started later continues where this one stopped.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Simulator:
         port: int = 0,
         responder: Responder | None = None,
         host: str = "127.0.0.1",
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config if config is not None else SimulatorConfig()
         self.host, self.port = host, port
@@ -68,6 +72,10 @@ class Simulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        # With a state file, files and batches outlive this process (see persistence.py).
+        self.state_file = SimulatorStateFile(state_path) if state_path is not None else None
+        if self.state_file is not None:
+            self.state_file.load(self)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -144,16 +152,24 @@ class Simulator:
         path, _, query_text = target.partition("?")
         path = path.rstrip("/")
         direct = method == "POST" and path in _DIRECT
+        kind = self.config.server_kind
         extra: dict[str, str] = {}
         try:
+            if kind != "openai" and not direct and not (method == "GET" and path.startswith("/v1/models")):
+                return _local_not_found(kind, method, path)
             self._check_account(headers)
             if direct:
-                answer = self._direct(path, body)
+                status, payload, extra, content_type = self._direct(path, body)
                 with self.lock:
-                    self.direct_statuses[answer[0]] += 1
-                return answer
+                    self.direct_statuses[status] += 1
+                return status, payload, extra if kind == "openai" else {}, content_type
             return self._route(method, path, query_text, headers, body)
         except ApiError as exc:
+            if direct:
+                with self.lock:
+                    self.direct_statuses[exc.status] += 1
+            if kind != "openai":  # local servers send no rate-limit headers and have their own error shape
+                return exc.status, json.dumps(_local_error_body(kind, exc)).encode(), {}, "application/json"
             extra.update(exc.headers)
             if direct:
                 if self.config.ratelimit_headers:
@@ -161,8 +177,6 @@ class Simulator:
                         extra = {**self.limiter._headers(self.config.rpm, self.config.tpm), **extra}
                 else:
                     extra = {k: v for k, v in extra.items() if not k.startswith("x-ratelimit-")}
-                with self.lock:
-                    self.direct_statuses[exc.status] += 1
             return exc.status, json.dumps(exc.body).encode(), extra, "application/json"
         except _Drop:
             raise
@@ -284,12 +298,16 @@ class Simulator:
         if config.batch_api_faults:
             self._inject_faults()
         if resource == "files":
-            return self._files(method, path, rest, query, headers, raw)
-        return self._batches(method, path, rest, query, raw)
+            answer = self._files(method, path, rest, query, headers, raw)
+        else:
+            answer = self._batches(method, path, rest, query, raw)
+        if self.state_file is not None:
+            self.state_file.save_if_changed(self)  # before answering: the client never holds an unsaved id
+        return answer
 
     def _models(self, rest: list[str]) -> Any:
         if not rest:
-            return {"object": "list", "data": [model_object(m) for m in MODELS]}
+            return {"object": "list", "data": [model_object(m, self.config.server_kind) for m in MODELS]}
         model = "/".join(rest)
         if model not in MODELS:
             raise ApiError(
@@ -298,7 +316,7 @@ class Simulator:
                 code="model_not_found",
                 param="model",
             )
-        return model_object(model)
+        return model_object(model, self.config.server_kind)
 
     def _files(self, method: str, path: str, rest: list[str], query: dict, headers: Any, raw: bytes) -> tuple:
         if method == "POST" and not rest:
@@ -330,6 +348,24 @@ class Simulator:
         if method == "POST" and len(rest) == 2 and rest[1] == "cancel":
             return _ok(self.batches.cancel(rest[0]))
         raise ApiError(404, f"Invalid URL ({method} {path})")
+
+
+def _local_not_found(kind: str, method: str, path: str) -> tuple[int, bytes, dict[str, str], str]:
+    """What a vLLM (FastAPI) or Ollama (Go) server answers for a route it does not have."""
+    if kind == "vllm":
+        return 404, b'{"detail":"Not Found"}', {}, "application/json"
+    return 404, b"404 page not found", {}, "text/plain"
+
+
+def _local_error_body(kind: str, exc: ApiError) -> dict[str, Any]:
+    """An error in vLLM's shape (flat, numeric code) or Ollama's (``error`` object, no code)."""
+    message = exc.body["error"]["message"]
+    if kind == "vllm":
+        type_ = {400: "BadRequestError", 401: "Unauthorized", 404: "NotFoundError"}.get(
+            exc.status, "InternalServerError"
+        )
+        return {"object": "error", "message": message, "type": type_, "param": None, "code": exc.status}
+    return {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
 
 
 def _ok(payload: Any) -> tuple[int, bytes, dict[str, str], str]:
