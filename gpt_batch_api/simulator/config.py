@@ -89,6 +89,12 @@ FIELD_HELP = {
     "in_progress_s": "seconds a batch stays 'in_progress' (its completed count grows over this time)",
     "finalizing_s": "seconds a batch stays 'finalizing' (or 'cancelling') before its files are ready",
     "latency_ms": "milliseconds added to every direct call (chat, responses, embeddings)",
+    "latency_jitter_ms": "milliseconds of uniform random latency added to each direct call, from 0 to this",
+    "straggler_rate": "fraction of direct calls (0 to 1) that take --straggler_ms longer: a heavy tail",
+    "straggler_ms": "milliseconds added to a straggler direct call",
+    "load_latency_ms": "milliseconds added to a direct call per other direct call being served at once",
+    "max_concurrent_calls": "direct calls served at once; beyond them the answer is 503 (0 = unlimited)",
+    "ratelimit_headers": "send x-ratelimit-* headers on direct answers (false: like a local server)",
     "rpm": "requests per minute allowed on the direct endpoints, then 429 (0 = unlimited)",
     "tpm": "tokens per minute allowed on the direct endpoints: prompt + requested max output (0 = unlimited)",
     "enqueued_token_limit": "prompt tokens of a model's batches in flight at once; a batch over it fails with "
