@@ -19,6 +19,8 @@ from .errors import GPTBatchError, StopRequested
 from .logs import configure_logging
 from .options import HelpFormatter, add_task_arguments, task_kwargs
 
+DEMO_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")  # the demos build their payload for each
+
 log = logging.getLogger("gpt_batch_api.demo")
 
 
@@ -37,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Folder for the task's lock, state, queue, batch and output files (created)",
     )
     parser.add_argument(
-        "--chat_endpoint", metavar="ENDPOINT", default="/v1/chat/completions", help="Chat completions endpoint"
+        "--chat_endpoint",
+        choices=DEMO_ENDPOINTS,
+        default="/v1/chat/completions",
+        help="Endpoint the demo's requests go to (default: /v1/chat/completions)",
     )
     parser.add_argument(
         "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"

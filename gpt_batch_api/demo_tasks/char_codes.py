@@ -17,6 +17,7 @@ from ..output_files import DataclassOutputFile
 from ..request import CachedGPTRequest, GPTRequest
 from ..results import BatchResult
 from ..task_manager import TaskManager
+from .payloads import structured_payload
 
 # Letters, digits, punctuation and a few non-ASCII characters with well-known names.
 CHARACTERS = "".join(chr(c) for c in range(0x21, 0x7F)) + "£€¥©®°±µ¶·¿ÄÖÜßàçéñøΩπ→∞≈≠≤≥★♥✓"
@@ -85,17 +86,13 @@ class CharCodesTask(TaskManager):
                 continue
             self.add_request(
                 GPTRequest(
-                    payload={
-                        "model": meta["model"],
-                        "messages": [
-                            {"role": "system", "content": "You are an expert on Unicode. Answer precisely."},
-                            {"role": "user", "content": prompt_for(char)},
-                        ],
-                        "response_format": CharAnswer,
-                        "max_completion_tokens": meta["max_completion_tokens"],
-                        "temperature": meta["temperature"],
-                        "top_p": meta["top_p"],
-                    },
+                    payload=structured_payload(
+                        self.GR.endpoint.path,
+                        meta,
+                        "You are an expert on Unicode. Answer precisely.",
+                        prompt_for(char),
+                        CharAnswer,
+                    ),
                     meta={"char": char},
                 )
             )

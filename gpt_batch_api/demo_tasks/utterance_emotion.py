@@ -22,6 +22,7 @@ from ..output_files import DataclassListOutputFile
 from ..request import CachedGPTRequest, GPTRequest
 from ..results import BatchResult
 from ..task_manager import TaskManager
+from .payloads import structured_payload
 
 
 class Emotion(StrEnum):
@@ -111,17 +112,13 @@ class UtteranceEmotionTask(TaskManager):
             for _ in range(adviser.num_more(rec["opinions"], rec["failed"], pending)):
                 self.add_request(
                     GPTRequest(
-                        payload={
-                            "model": meta["model"],
-                            "messages": [
-                                {"role": "system", "content": "Classify the main emotion of the utterance."},
-                                {"role": "user", "content": f"Utterance: {utt['text']}"},
-                            ],
-                            "response_format": EmotionOpinion,
-                            "max_completion_tokens": meta["max_completion_tokens"],
-                            "temperature": meta["temperature"],
-                            "top_p": meta["top_p"],
-                        },
+                        payload=structured_payload(
+                            self.GR.endpoint.path,
+                            meta,
+                            "Classify the main emotion of the utterance.",
+                            f"Utterance: {utt['text']}",
+                            EmotionOpinion,
+                        ),
                         meta={"id": key},
                     )
                 )
