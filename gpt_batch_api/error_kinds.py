@@ -16,7 +16,7 @@ import enum
 import re
 from typing import Any
 
-__all__ = ["ErrorKind", "advice", "error_fields", "error_kind"]
+__all__ = ["STOPS_RUN", "ErrorKind", "advice", "error_fields", "error_kind"]
 
 
 class ErrorKind(enum.StrEnum):

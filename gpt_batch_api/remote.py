@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import openai
 
-from .error_kinds import ErrorKind, error_kind
+from .error_kinds import STOPS_RUN, ErrorKind, error_kind
 from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
@@ -193,10 +193,7 @@ class RemoteMixin(RequesterBase):
         crash_point("push_after_mark")
         if batch.remote.file_id is None:
             with open(self.layout.batch_input(batch.id), "rb") as file:
-                uploaded = self._api(
-                    f"upload of batch {batch.id}",
-                    lambda: self.client.files.create(file=(self._remote_filename(batch), file), purpose="batch"),
-                )
+                uploaded = self._api(f"upload of batch {batch.id}", lambda: self._upload(batch, file))
             batch.remote.file_id = uploaded.id
             self.commit()
             crash_point("push_after_upload")
@@ -206,6 +203,21 @@ class RemoteMixin(RequesterBase):
         self.commit()
         self.events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.id, num_requests=batch.num_requests)
         log.info("Pushed batch %d as %s (%d requests)", batch.id, remote.id, batch.num_requests)
+
+    def _upload(self, batch: BatchState, file: Any) -> Any:
+        """Upload the batch file. A first try without the SDK's retries: an answer that no retry can change
+        (quota, key, URL) stops at once rather than after the SDK's back-off; anything else is tried again
+        with them."""
+        name = self._remote_filename(batch)
+        try:
+            return self.client.with_options(max_retries=0).files.create(file=(name, file), purpose="batch")
+        except openai.APIStatusError as exc:
+            if error_kind(exc.status_code, exc.body) in STOPS_RUN:
+                raise
+        except openai.APIConnectionError:
+            pass
+        file.seek(0)
+        return self.client.files.create(file=(name, file), purpose="batch")
 
     def _create_remote_batch(self, batch: BatchState) -> Any:
         client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
