@@ -178,3 +178,13 @@ def test_token_limit_through_the_gateway_creates_at_most_twice_the_batches_neede
     )
     needed = len(batches) - len(refused)  # the batches that ran: the task's 5 and those of its retries
     assert len(batches) <= 2 * needed, f"{len(batches)} batches created for {needed} needed\n{proc.stderr[-5000:]}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_model_typo_through_the_gateway_names_the_model_and_fails_no_sample(tmp_path, gateway, mode):
+    proc, _ = demo(tmp_path, gateway, "--task", "char_codes", "--model", "gpt-4o-minii", *MODES[mode])
+    assert proc.returncode != 0
+    assert "gpt-4o-minii" in proc.stderr and "model" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    if (tmp_path / "char_codes_task.json").exists():
+        assert state_of(tmp_path, "char_codes").get("failed_samples", {}) == {}
