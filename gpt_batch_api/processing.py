@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from .classify import classify, same_refusal
 from .costs import usage_tokens
 from .error_kinds import ErrorKind, advice
-from .errors import ProcessingError, ServerRefusedError
+from .errors import ProcessingError, ServerRefusedError, TaskFileError
 from .events import BATCH_PROCESSED
 from .gc_control import gc_paused
 from .logs import LogSummarizer
@@ -28,7 +28,7 @@ from .requester_state import BatchState, BatchStatus
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
 from .store.atomic import crash_point
-from .store.jsonl import corrupt_line_error, read_jsonl, read_raw_lines
+from .store.jsonl import WIPE_REQUESTS_FIX, corrupt_line_error, read_jsonl, read_raw_lines
 
 __all__ = ["ProcessingMixin"]
 
@@ -83,11 +83,11 @@ class ProcessingMixin(RequesterBase):
         processed = 0
         for batch in self.S.batches_in(BatchStatus.FINISHED):
             if batch.remote.status == "failed" and not self._may_process_failed(batch):
+                reasons = "; ".join(str(e.get("message", "")).rstrip(".") for e in batch.remote.errors[:3])
                 raise ProcessingError(
-                    f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: "
-                    f"{'; '.join(e.get('message', '') for e in batch.remote.errors[:3]) or 'no details'}. Fix the "
-                    "cause, then rerun with --process_failed_batches N to finalise it (add --retry_fatal_requests "
-                    "to retry its requests), or --wipe_requests to drop it."
+                    f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: {reasons or 'no details'}. "
+                    "Fix the cause, then rerun with --process_failed_batches N to finalise it (add "
+                    "--retry_fatal_requests to retry its requests), or --wipe_requests to drop it."
                 )
             with gc_paused():  # one batch's result objects die before the collector would walk them
                 self.process_batch(batch, handler)
@@ -186,6 +186,14 @@ class ProcessingMixin(RequesterBase):
             info.parse_spec = rec["parse"]
             infos[item.id] = info
             self._account(info, stats)
+        if len(infos) != batch.num_requests:  # e.g. an info file emptied or cut at a line end from outside
+            info_path = self.layout.batch_info(batch.id)
+            raise TaskFileError(
+                f"{info_path} lists {len(infos)} requests, but batch {batch.id} was written with "
+                f"{batch.num_requests}: it was changed outside gpt_batch_api. Nothing was processed. Restore it, or "
+                f"{WIPE_REQUESTS_FIX}.",
+                str(info_path),
+            )
         stats.true_cost = self.coster.input_cost_of(
             stats.prompt_tokens, stats.cached_tokens, batch=not direct
         ) + self.coster.output_cost(stats.completion_tokens, batch=not direct)
@@ -204,6 +212,8 @@ class ProcessingMixin(RequesterBase):
         """Add one result's tokens and outcome to ``stats`` (the batch's cost is priced from the sums)."""
         stats.predicted_input_tokens += info.req_info.tokens_input
         stats.assumed_output_tokens += info.req_info.tokens_output
+        payload = info.item.req.payload
+        stats.output_token_limit += self.estimator.payload_output_limit(payload, self.endpoint.path, warn=False)
         usage = info.resp_info.usage if info.resp_info is not None else None
         if usage:
             prompt, cached, output, reasoning = usage_tokens(usage)
@@ -352,13 +362,20 @@ class ProcessingMixin(RequesterBase):
             ratio = stats.assumed_output_tokens / stats.completion_tokens
             factor = self.opts.warn_assumed_completion_factor
             if ratio > factor or ratio < 1 / factor:
+                # The completion ratio is the share of max_completion_tokens used (not generated / assumed).
+                limit = max(1, stats.output_token_limit)
+                assumed_ratio, fitted = stats.assumed_output_tokens / limit, stats.completion_tokens / limit
                 log.warning(
-                    "Batch %d: assumed %d output tokens but %d were generated (completion ratio %.3f); "
-                    "consider changing --completion_ratio",
+                    "Batch %d: assumed %d output tokens (completion ratio %.2f) but %d were generated: a completion "
+                    "ratio of %.2f fits this batch. Set it for better cost predictions: assumed_completion_ratio=%.2f "
+                    "(in the demo: --no_run --reinit_meta --completion_ratio %.2f)",
                     batch.id,
                     stats.assumed_output_tokens,
+                    assumed_ratio,
                     stats.completion_tokens,
-                    stats.completion_tokens / max(1, stats.assumed_output_tokens),
+                    fitted,
+                    fitted,
+                    fitted,
                 )
 
     def _history_entry(self, batch: BatchState, result: BatchResult) -> dict[str, Any]:

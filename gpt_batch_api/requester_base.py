@@ -8,6 +8,7 @@ mixins call on one another; at run time it adds nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .results import BatchResult
     from .store.jsonl import JsonlAppender
     from .store.layout import TaskLayout
+    from .tokens import TokenEstimator
 
 __all__ = ["RequesterBase"]
 
@@ -34,6 +36,7 @@ class RequesterBase:
         limits: Limits
         endpoint: Endpoint
         coster: TokenCoster
+        estimator: TokenEstimator
         events: EventBus
         dryrun: bool
         session: Amounts
@@ -41,6 +44,7 @@ class RequesterBase:
         congested_since: float | None
         congestion_tokens: int | None
         stop_check: Callable[[], bool]
+        interruptible: Callable[[], AbstractContextManager[Any]]
         _queue: JsonlAppender | None
         _pending_deletes: list[Path]
         _last_block_reason: str | None
