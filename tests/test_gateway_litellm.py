@@ -165,7 +165,7 @@ def test_wrong_key_through_the_gateway_marks_no_sample_failed(tmp_path, gateway,
 
 def test_token_limit_through_the_gateway_creates_at_most_twice_the_batches_needed(tmp_path, sim, gateway):
     before = len(sim.stats()["batches"])
-    per_batch = 25
+    per_batch = 100  # the demo has 1,140 requests: about 12 batches
     sim.config.enqueued_token_limit = 2 * per_batch * 160  # about two batches (a char_codes request: ~150 tokens)
     sim.config.in_progress_s = 2.0  # long enough for the pushes to overlap
     proc, _ = demo(tmp_path, gateway, "--task", "char_codes", "--min_batch_requests", "1", "--max_batch_requests",
