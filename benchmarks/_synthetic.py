@@ -55,9 +55,9 @@ class SyntheticTask(TaskManager):
             if str(i) in self.T.committed_samples:
                 continue
             self.add_request(self.request(i))
-            if len(self.GR.P) >= 5000 and self.commit_requests():
+            if self.num_pooled_requests >= 5000 and self.commit_requests():
                 return False
-        if self.GR.P and self.commit_requests():
+        if self.num_pooled_requests and self.commit_requests():
             return False
         return True
 

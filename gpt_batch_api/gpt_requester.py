@@ -19,10 +19,13 @@ Typical use (``TaskManager`` does all of this)::
 from __future__ import annotations
 
 import contextlib
+import errno
+import ipaddress
 import logging
 import math
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,41 @@ def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
         if (found := non_finite_at(sub, sub_path)) is not None:
             return found
     return None
+
+
+LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to loopback servers when the user set no key
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """True for a base URL on this machine (127.x.x.x, ::1 or localhost)."""
+    if not url:
+        return False
+    host = urllib.parse.urlsplit(str(url)).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_task_dir(task_dir: Path) -> None:
+    """Create the task folder (and its parents), or raise one ConfigError that says why it cannot be."""
+    try:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        return
+    except OSError as exc:
+        error = exc
+    blocker = next((p for p in (task_dir, *task_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        where = "is a file" if blocker == task_dir else f"is under {blocker}, which is a file"
+        raise ConfigError(f"--task_dir {task_dir} {where}, not a folder: choose another --task_dir.") from None
+    reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full"}.get(error.errno or 0)  # fmt: skip
+    raise ConfigError(
+        f"--task_dir {task_dir} cannot be created: {reason or error.strerror or error}. Choose a --task_dir on a "
+        "writable disk."
+    ) from None
 
 
 class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
@@ -144,8 +182,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 raise ConfigError(
                     f"The task directory {task_dir} does not exist. Create it, or drop --no_autocreate_working_dir."
                 )
-            if not self.dryrun:
-                task_dir.mkdir(parents=True, exist_ok=True)
+            if task_dir.exists() or not self.dryrun:
+                create_task_dir(task_dir)
         if not self.dryrun:
             self._lock = TaskLock(
                 self.layout.lock,
@@ -258,12 +296,16 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 value = getattr(self.opts, option)
                 if value is not None:
                     kwargs[name] = value
+            base_url = kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+            if "api_key" not in kwargs and not os.environ.get("OPENAI_API_KEY") and is_loopback_url(base_url):
+                kwargs["api_key"] = LOCAL_SERVER_KEY  # a server on this machine needs no key; the SDK wants one
             try:
                 self._client = openai.OpenAI(**kwargs)
             except openai.OpenAIError as exc:
                 raise ConfigError(
-                    f"Cannot create the OpenAI client: {exc}. Set OPENAI_API_KEY (or pass --openai_api_key), or "
-                    "use --client_base_url for a local server."
+                    f"Cannot create the OpenAI client: {str(exc).rstrip('.')}. Set OPENAI_API_KEY (or pass "
+                    "--openai_api_key); a server on this machine (--client_base_url http://127.0.0.1:PORT/v1) "
+                    "needs no key."
                 ) from None
         return self._client
 
@@ -303,6 +345,15 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
 
     # ------------------------------------------------------------------ requests and the queue
+
+    def set_assumed_completion_ratio(self, ratio: float | None) -> None:
+        """Predict output tokens (and so costs and token limits) of requests added from now on as ``ratio`` x
+        their ``max_completion_tokens`` (None: the whole limit). A task whose meta holds the ratio calls this
+        once its meta is loaded, so the stored value, not a default, drives the predictions."""
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise ConfigError(f"The completion ratio must be between 0 and 1, got {ratio}.")
+        self.opts.assumed_completion_ratio = ratio
+        self.estimator.assumed_completion_ratio = 1.0 if ratio is None else ratio
 
     def add_request(self, req: GPTRequest) -> CachedGPTRequest:
         """Add a request to the pool (estimating its tokens and cost once); commit it with commit_requests()."""

@@ -103,9 +103,12 @@ class Limits:
         if self.max_token_safety < 1 or self.max_mb_safety < 1:
             raise ConfigError("--max_token_safety and --max_mb_safety must be >= 1.0 (they only add margin).")
         if self.max_remote_batches < 0 or self.max_unpushed_batches < 1:
-            raise ConfigError("--max_remote_batches must be >= 0 and --max_unpushed_batches must be >= 1.")
+            raise ConfigError(
+                f"--max_remote_batches must be >= 0 (got {self.max_remote_batches}) and --max_unpushed_batches "
+                f"must be >= 1 (got {self.max_unpushed_batches})."
+            )
         if self.batch.requests is not None and self.batch.requests < 1:
-            raise ConfigError("--max_batch_requests must be >= 1.")
+            raise ConfigError(f"--max_batch_requests must be >= 1 (got {self.batch.requests}).")
         if self.batch.requests is not None and self.batch.requests > 50_000:
             raise ConfigError("--max_batch_requests cannot exceed 50000, the Batch API's limit per batch.")
         if self.batch.mb is not None and self.batch.mb > 200:

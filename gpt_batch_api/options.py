@@ -117,10 +117,14 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         default=None,
-        help="Log to wandb (the default unless WANDB_MODE=disabled)",
+        help="Log to wandb (the default, except with the demo's --simulate unless WANDB_MODE is set; "
+        "WANDB_MODE=offline/disabled and the other WANDB_* variables are honoured). wandb itself is quiet unless "
+        "WANDB_SILENT/WANDB_QUIET say otherwise",
     )
     monitor.add_argument("--no_wandb", dest="wandb", action="store_const", const=False, help="Do not use wandb")
-    monitor.add_argument("--wandb_dir", metavar="DIR", help="wandb directory (see also $WANDB_DIR)")
+    monitor.add_argument(
+        "--wandb_dir", metavar="DIR", help="Folder for wandb's files (default: $WANDB_DIR, else the task directory)"
+    )
     monitor.add_argument("--wandb_entity", metavar="ENTITY", help="wandb entity")
     monitor.add_argument("--wandb_project", metavar="PROJ", default="gpt_batch_api", help="wandb project")
     monitor.add_argument("--wandb_run_id", metavar="ID", help="wandb run ID to create or resume")

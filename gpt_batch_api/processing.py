@@ -83,11 +83,11 @@ class ProcessingMixin(RequesterBase):
         processed = 0
         for batch in self.S.batches_in(BatchStatus.FINISHED):
             if batch.remote.status == "failed" and not self._may_process_failed(batch):
+                reasons = "; ".join(str(e.get("message", "")).rstrip(".") for e in batch.remote.errors[:3])
                 raise ProcessingError(
-                    f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: "
-                    f"{'; '.join(e.get('message', '') for e in batch.remote.errors[:3]) or 'no details'}. Fix the "
-                    "cause, then rerun with --process_failed_batches N to finalise it (add --retry_fatal_requests "
-                    "to retry its requests), or --wipe_requests to drop it."
+                    f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: {reasons or 'no details'}. "
+                    "Fix the cause, then rerun with --process_failed_batches N to finalise it (add "
+                    "--retry_fatal_requests to retry its requests), or --wipe_requests to drop it."
                 )
             with gc_paused():  # one batch's result objects die before the collector would walk them
                 self.process_batch(batch, handler)
@@ -212,6 +212,8 @@ class ProcessingMixin(RequesterBase):
         """Add one result's tokens and outcome to ``stats`` (the batch's cost is priced from the sums)."""
         stats.predicted_input_tokens += info.req_info.tokens_input
         stats.assumed_output_tokens += info.req_info.tokens_output
+        payload = info.item.req.payload
+        stats.output_token_limit += self.estimator.payload_output_limit(payload, self.endpoint.path, warn=False)
         usage = info.resp_info.usage if info.resp_info is not None else None
         if usage:
             prompt, cached, output, reasoning = usage_tokens(usage)
@@ -360,13 +362,20 @@ class ProcessingMixin(RequesterBase):
             ratio = stats.assumed_output_tokens / stats.completion_tokens
             factor = self.opts.warn_assumed_completion_factor
             if ratio > factor or ratio < 1 / factor:
+                # The completion ratio is the share of max_completion_tokens used (not generated / assumed).
+                limit = max(1, stats.output_token_limit)
+                assumed_ratio, fitted = stats.assumed_output_tokens / limit, stats.completion_tokens / limit
                 log.warning(
-                    "Batch %d: assumed %d output tokens but %d were generated (completion ratio %.3f); "
-                    "consider changing --completion_ratio",
+                    "Batch %d: assumed %d output tokens (completion ratio %.2f) but %d were generated: a completion "
+                    "ratio of %.2f fits this batch. Set it for better cost predictions: assumed_completion_ratio=%.2f "
+                    "(in the demo: --no_run --reinit_meta --completion_ratio %.2f)",
                     batch.id,
                     stats.assumed_output_tokens,
+                    assumed_ratio,
                     stats.completion_tokens,
-                    stats.completion_tokens / max(1, stats.assumed_output_tokens),
+                    fitted,
+                    fitted,
+                    fitted,
                 )
 
     def _history_entry(self, batch: BatchState, result: BatchResult) -> dict[str, Any]:

@@ -69,7 +69,10 @@ class ProgressDisplay:
 
     def close(self) -> None:
         """Close every bar (idempotent, never raises)."""
-        bars = [self._generation, *self._remote.values(), *self._direct.values()]
+        # Bottom-up: tqdm clears a bar by moving the cursor down to its line and back, so a bar above that is
+        # closed (or leaves its last line and a newline) first would shift the lines of the bars still open,
+        # and their remnants would overwrite the next log line ("Task complete" split by a bar's tail).
+        bars = [*reversed(self._direct.values()), *reversed(self._remote.values()), self._generation]
         self._generation = None
         self._remote.clear()
         self._direct.clear()

@@ -108,7 +108,9 @@ def describe_connection_error(exc: Exception) -> tuple[str, str]:
     if root is exc:
         return ("timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error"), str(exc)
     timed_out = isinstance(root, TimeoutError) or type(root).__name__.endswith("Timeout")
-    return ("timeout" if timed_out else "connection_error"), f"{exc} ({type(root).__name__}: {root})"
+    if timed_out:
+        return "timeout", f"no answer in time ({type(root).__name__}: {root})"
+    return "connection_error", f"connection failed ({type(root).__name__}: {root})"
 
 
 def _worth_waiting_out(exc: APIError) -> bool:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .results import BatchResult
     from .store.jsonl import JsonlAppender
     from .store.layout import TaskLayout
+    from .tokens import TokenEstimator
 
 __all__ = ["RequesterBase"]
 
@@ -35,6 +36,7 @@ class RequesterBase:
         limits: Limits
         endpoint: Endpoint
         coster: TokenCoster
+        estimator: TokenEstimator
         events: EventBus
         dryrun: bool
         session: Amounts

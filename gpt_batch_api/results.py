@@ -133,6 +133,7 @@ class ResultStats:
     reasoning_tokens: int = 0
     predicted_input_tokens: int = 0
     assumed_output_tokens: int = 0
+    output_token_limit: int = 0  # sum of the requests' max_completion_tokens x choices (completion ratio = used/this)
     true_cost: float = 0.0
     predicted_cost: float = 0.0
     error_subtypes: dict[str, int] = dataclasses.field(default_factory=dict)

@@ -28,6 +28,7 @@ def status_report(task: TaskManager) -> str:
     now = time.time()
     lines = [
         f"Task {gr.layout.prefix} in {gr.layout.task_dir}",
+        "  meta: " + (", ".join(f"{key}={value!r}" for key, value in T.meta.items()) or "(empty)"),
         f"  samples: {len(T.committed_samples)} committed, {len(T.responded_meta)} responded, "
         f"{len(T.succeeded_samples)} succeeded, {len(T.failed_samples)} failed",
         f"  queue: {S.queue.num_requests} requests, {S.queue.tokens_input / 1000:.1f} ktokens, "
@@ -58,7 +59,7 @@ def status_report(task: TaskManager) -> str:
         f"completion ({totals.reasoning_tokens} reasoning)",
         f"  cost: true {true_cost:.4f} (batch {totals.true_cost_batch:.4f}, direct {totals.true_cost_direct:.4f}), "
         f"predicted for everything pushed {totals.pushed_cost:.4f}",
-        "  headroom:",
+        "  headroom (the totals above survive --wipe_task, so the task limits count every run's spending):",
         f"    task: {_left(limits.task.requests, totals.pushed_requests)} requests, "
         f"{_left(limits.task.ktokens, totals.pushed_tokens / 1000)} ktokens, "
         f"{_left(limits.task.cost, totals.pushed_cost)} cost",

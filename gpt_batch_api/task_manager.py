@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +170,20 @@ class TaskManager(Generic[OutputT]):
     def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
         return self.GR.add_requests(reqs)
 
+    @property
+    def num_pooled_requests(self) -> int:
+        """Requests added since the last commit: commit when this reaches your chunk size."""
+        return len(self.GR.P)
+
+    def requested_meta(self) -> dict[str, Any]:
+        """The meta values this run asks for (default: ``init_meta``).
+
+        On an existing task the stored meta wins; any requested value that differs from it is reported in
+        one warning that names ``--reinit_meta``. Override to return only the values a user set explicitly
+        (e.g. given flags), so defaults are not reported.
+        """
+        return dict(self.init_meta)
+
     def pool_keys(self) -> set[Any]:
         """Sample keys of the requests added but not committed yet (from ``cached_request_keys``)."""
         return self.cached_request_keys(list(self.GR.P)) or set()
@@ -265,14 +280,16 @@ class TaskManager(Generic[OutputT]):
                 self.D.open(None)
         if gr.opts.wipe_task:
             self._wipe_task()
-        elif gr.opts.wipe_requests:
-            self._wipe_requests()
-        if self.reinit_meta and not fresh and not gr.opts.wipe_task:  # with --wipe_requests too (a model typo)
-            log.warning("Reinitialising the task meta (--reinit_meta)")
-            self.T.meta = dict(self.init_meta)
-            gr.commit(with_task=True)
-        elif fresh:
-            gr.commit(with_task=True)
+        else:
+            meta_changed = False
+            if self.reinit_meta and not fresh:
+                meta_changed = self._reinit_meta()
+            elif not fresh:
+                self._report_ignored_meta()
+            if gr.opts.wipe_requests:
+                self._wipe_requests()
+            elif fresh or meta_changed:
+                gr.commit(with_task=True)
         if not gr.dryrun:
             gr.resolve_pushing()
             gr.cleanup_remote()
@@ -283,6 +300,37 @@ class TaskManager(Generic[OutputT]):
     def _add_task_to_txn(self, txn: Transaction) -> None:
         self.T.output = self.D.prepare_commit(txn)
         self._state_files.prepare_commit(txn, self.T)
+
+    def _reinit_meta(self) -> bool:
+        """Replace the stored meta with ``init_meta`` (--reinit_meta); True if anything changed."""
+        old, new = self.T.meta, dict(self.init_meta)
+        changes = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in {**old, **new} if old.get(k) != new.get(k)]
+        if not changes:
+            log.info("Task meta unchanged (--reinit_meta): the given values equal the stored ones")
+            return False
+        log.warning("Task meta reinitialised (--reinit_meta): %s", ", ".join(changes))
+        self.T.meta = new
+        gr = self.GR
+        waiting = gr.S.queue.num_requests + sum(b.num_requests for b in gr.S.batches_in(BatchStatus.LOCAL))
+        if waiting and not gr.opts.wipe_requests:
+            log.warning(
+                "%d requests not yet sent were made with the old meta and keep it (and its cost predictions); "
+                "add --wipe_requests to make them again with the new meta",
+                waiting,
+            )
+        return True
+
+    def _report_ignored_meta(self) -> None:
+        stored = self.T.meta
+        ignored = {k: v for k, v in self.requested_meta().items() if k not in stored or stored[k] != v}
+        if ignored:
+            given = ", ".join(f"{k}={v!r}" for k, v in ignored.items())
+            kept = ", ".join(f"{k}={stored[k]!r}" for k in ignored if k in stored)
+            log.warning(
+                "Ignored %s: the task exists and keeps its meta%s. Add --reinit_meta to change it.",
+                given,
+                f" ({kept})" if kept else "",
+            )
 
     def _wipe_requests(self) -> None:
         log.warning("Wiping all pending requests and batches%s", " and failed samples" if self.wipe_failed else "")
@@ -295,12 +343,23 @@ class TaskManager(Generic[OutputT]):
         self.GR.wipe_requests()
         # The meta stays as it was (it changes only with --reinit_meta), so tuning done before a wipe is kept.
         keep = self.T.meta and not self.reinit_meta
+        if keep:
+            self._report_ignored_meta()
         self.T = TaskState(meta=dict(self.T.meta if keep else self.init_meta))
         if not self.GR.dryrun:
             with Transaction(self.GR.layout.journal) as txn:
                 self.D.wipe(txn)
         self.D.open(None)
         self.GR.commit(with_task=True)
+        totals = self.GR.S.totals
+        if totals.pushed_requests:
+            log.warning(
+                "Kept on purpose: the totals of earlier runs (%d requests pushed, predicted cost %.4f, true cost "
+                "%.4f), so --max_task_cost and the other task limits still count what this task has spent",
+                totals.pushed_requests,
+                totals.pushed_cost,
+                totals.true_cost_batch + totals.true_cost_direct,
+            )
 
     def _process_result(self, result: BatchResult) -> None:
         self._output_written |= bool(self.process_batch_result(result))
@@ -429,13 +488,15 @@ class TaskManager(Generic[OutputT]):
             from .wandb_monitor import WandbMonitor
 
             opts = self.wandb_options
+            # wandb's files live with the task (not in ./wandb of wherever the command ran), unless the user says.
+            wandb_dir = opts["dir"] or (None if os.environ.get("WANDB_DIR") else str(self.GR.layout.task_dir))
             monitor = WandbMonitor(
                 project=opts["project"],
                 entity=opts["entity"],
                 run_id=opts["run_id"],
                 name=opts["name"],
                 group=opts["group"],
-                dir=opts["dir"],
+                dir=wandb_dir,
                 config=None,
             )
             monitor.start()

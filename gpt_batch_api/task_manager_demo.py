@@ -53,14 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"
     )
     meta = parser.add_argument_group("Task metadata (fixed at the first run; change with --reinit_meta)")
-    meta.add_argument("--model", default="gpt-4o-mini", help="Model")
+    meta.add_argument("--model", help="Model (default: gpt-4o-mini)")
     meta.add_argument("--max_completion_tokens", metavar="NUM", type=int, help="Output token limit per request")
     meta.add_argument(
         "--completion_ratio",
         metavar="RATIO",
         type=finite_float,
-        default=0.5,
-        help="Expected share of max_completion_tokens used (for cost and limit predictions)",
+        help="Expected share of max_completion_tokens used, for cost and limit predictions (default: 0.5)",
     )
     meta.add_argument("--temperature", metavar="TEMP", type=finite_float, help="Sampling temperature")
     meta.add_argument("--top_p", metavar="MASS", type=finite_float, help="Nucleus sampling mass")
@@ -103,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             from .simulator import Simulator, SimulatorConfig
 
             config = SimulatorConfig(validating_s=0.5, in_progress_s=2.0, finalizing_s=0.5, latency_ms=20)
-            simulator = Simulator(config, responder=demo_responder)
+            # The simulated remote keeps its files and batches next to the task's files, so a rerun after Ctrl+C
+            # finds the batches it pushed, as it would on OpenAI.
+            state_path = os.path.join(args.task_dir, f"{args.task_prefix or args.task}_simulator.json")
+            simulator = Simulator(config, responder=demo_responder, state_path=state_path)
             simulator.start()
             log.info("Simulator running at %s (no API key, no cost)", simulator.base_url)
             extra = {"client_base_url": simulator.base_url, "openai_api_key": "sk-simulated"}
-            if args.wandb is None:
-                extra["wandb"] = False  # a local demo should not need a wandb account; --wandb turns it on
+            if args.wandb is None and not os.environ.get("WANDB_MODE"):
+                # A local demo should not need a wandb account: off, unless --wandb or WANDB_MODE asks for it.
+                extra["wandb"] = False
+                log.info("wandb is off with --simulate: pass --wandb or set WANDB_MODE=offline to log the run")
         task = make_task(args, extra)
         done = task.run()
         if args.dryrun:

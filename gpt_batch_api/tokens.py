@@ -224,15 +224,20 @@ class TokenEstimator:
 
     def payload_output_tokens(self, payload: dict[str, Any], endpoint: str) -> int:
         """Assumed output tokens: the request's output limit x completion ratio x number of choices."""
+        return round(self.payload_output_limit(payload, endpoint) * self.assumed_completion_ratio)
+
+    def payload_output_limit(self, payload: dict[str, Any], endpoint: str, *, warn: bool = True) -> int:
+        """The most output tokens the request allows: its output limit x number of choices."""
         endpoint = endpoint.removeprefix("/v1")
         if endpoint == "/embeddings":
             return 0
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens") or payload.get("max_output_tokens")
         if not limit:
-            self._warn("no-limit", f"a request sets no output token limit; assuming {DEFAULT_MAX_OUTPUT_TOKENS}")
+            if warn:
+                self._warn("no-limit", f"a request sets no output token limit; assuming {DEFAULT_MAX_OUTPUT_TOKENS}")
             limit = DEFAULT_MAX_OUTPUT_TOKENS
         n = int(payload.get("n") or 1) if endpoint == "/chat/completions" else 1
-        return round(int(limit) * self.assumed_completion_ratio * n)
+        return int(limit) * n
 
 
 def _count(enc: tiktoken.Encoding, text: str) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -228,34 +229,62 @@ class WandbMonitor:
             wandb = self._wandb
         if self.dir is not None:
             Path(self.dir).mkdir(parents=True, exist_ok=True)
+        quiet: dict[str, Any] = {}
+        if not any(name in os.environ for name in ("WANDB_SILENT", "WANDB_QUIET", "WANDB_SHOW_INFO")):
+            # About 40 lines (and an advert) per run otherwise; we log one line with the run's place instead.
+            quiet = {"silent": True}
         settings = wandb.Settings(
             x_disable_stats=True,  # CPU/GPU system metrics mean nothing for a mostly waiting process
             x_disable_meta=True,  # the metadata records sys.argv, which may hold --openai_api_key
             console="off",  # our log lines stay in the terminal, not in a wandb file
+            **quiet,
         )
-        self.run = wandb.init(
-            project=self.project,
-            entity=self.entity,
-            id=self.run_id,
-            name=self.name,
-            group=self.group,
-            dir=os.fspath(self.dir) if self.dir is not None else None,
-            config=config,
-            # wandb reads WANDB_MODE once per process; read it at each init so a later change is honoured too.
-            mode=os.environ.get("WANDB_MODE") or None,
-            resume="allow" if self.run_id else None,
-            reinit="create_new",  # never finish a run the user's own code may have open
-            settings=settings,
-        )
+        # wandb prints an advert for its Weave product when the openai module is loaded; quiet means none.
+        advert_off = quiet and "weave" not in sys.modules and "WANDB_DISABLE_WEAVE" not in os.environ
+        if advert_off:
+            os.environ["WANDB_DISABLE_WEAVE"] = "true"
+        try:
+            self.run = wandb.init(
+                project=self.project,
+                entity=self.entity,
+                id=self.run_id,
+                name=self.name,
+                group=self.group,
+                dir=os.fspath(self.dir) if self.dir is not None else None,
+                config=config,
+                # wandb reads WANDB_MODE once per process; read it at each init so a later change is honoured too.
+                mode=os.environ.get("WANDB_MODE") or None,
+                resume="allow" if self.run_id else None,
+                reinit="create_new",  # never finish a run the user's own code may have open
+                settings=settings,
+            )
+        finally:
+            if advert_off:
+                del os.environ["WANDB_DISABLE_WEAVE"]
         self._step_offset = int(getattr(self.run, "starting_step", 0) or 0)
         self._last_step = self._step_offset - 1
+        if quiet:
+            self._announce()
+
+    def _announce(self) -> None:
+        """One line saying where the run goes (wandb itself is kept quiet)."""
+        run = self.run
+        run_dir = os.path.dirname(str(getattr(run, "dir", "") or "")) or "?"
+        offline = bool(getattr(run, "offline", False))
+        url = None if offline else getattr(run, "url", None)
+        if url:
+            log.info("wandb run %s: %s", run.name or run.id, url)
+        elif offline or os.environ.get("WANDB_MODE") == "offline":
+            log.info(
+                "wandb run %s logged offline in %s (upload it later with: wandb sync %s)", run.id, run_dir, run_dir
+            )
 
     def _fail(self, reason: str) -> bool:
         if self.enabled:
             log.warning(
                 "wandb logging is switched off for this run (the work continues): %s. Check `wandb login` or "
                 "WANDB_MODE=offline, or pass --no_wandb to silence this.",
-                reason,
+                str(reason).rstrip("."),
             )
         self.enabled = False
         return False

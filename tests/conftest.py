@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["WANDB_MODE"] = "disabled"  # whatever the user's shell says; tests that need offline wandb set it
 os.environ["WANDB_SILENT"] = "true"
 os.environ["WANDB_DISABLE_STATS"] = "true"
 os.environ.pop("OPENAI_API_KEY", None)  # a test must never spend a user's money

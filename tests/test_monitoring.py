@@ -173,6 +173,11 @@ def _wandb_records(path: Path) -> list[Any]:
 
 
 def _read_run(wandb_dir: Path) -> SimpleNamespace:
+    import wandb
+
+    # run.finish() returns before wandb's service process has flushed the run's transaction log (under load
+    # the file still held only its 7-byte header); teardown waits for that process to exit, file closed.
+    wandb.teardown()
     (run_file,) = wandb_dir.rglob("*.wandb")
     history: dict[int, dict[str, Any]] = {}
     config: dict[str, Any] = {}

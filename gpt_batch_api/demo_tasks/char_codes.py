@@ -1,4 +1,4 @@
-"""Demo task ``char_codes``: for each character of a fixed set, ask for its Unicode code point and name.
+"""Demo task ``char_codes``: for each printable character of nine Unicode blocks, ask for its code point and name.
 
 One request per character, with a structured output. An answer whose code point is not the character's
 is rejected and retried (``info.request_retry``), which shows how a task checks answers. The output is
@@ -18,8 +18,22 @@ from ..request import CachedGPTRequest, GPTRequest
 from ..results import BatchResult
 from ..task_manager import TaskManager
 
-# Letters, digits, punctuation and a few non-ASCII characters with well-known names.
-CHARACTERS = "".join(chr(c) for c in range(0x21, 0x7F)) + "£€¥©®°±µ¶·¿ÄÖÜßàçéñøΩπ→∞≈≠≤≥★♥✓"
+# The nine blocks the reference library's demo asks about (1,140 printable characters), so the two
+# libraries can be compared on the same requests.
+UNICODE_BLOCKS = {
+    "Basic Latin": (0x0000, 0x007F),
+    "Latin-1 Supplement": (0x0080, 0x00FF),
+    "Latin Extended-A": (0x0100, 0x017F),
+    "Latin Extended-B": (0x0180, 0x024F),
+    "IPA Extensions": (0x0250, 0x02AF),
+    "Spacing Modifier Letters": (0x02B0, 0x02FF),
+    "Greek and Coptic": (0x0370, 0x03FF),
+    "Cyrillic": (0x0400, 0x04FF),
+    "Cyrillic Supplement": (0x0500, 0x052F),
+}
+CHARACTERS = "".join(
+    chr(code) for first, last in UNICODE_BLOCKS.values() for code in range(first, last + 1) if chr(code).isprintable()
+)
 
 
 class CharAnswer(pydantic.BaseModel):
@@ -52,31 +66,43 @@ def prompt_for(char: str) -> str:
 class CharCodesTask(TaskManager):
     D: DataclassOutputFile[CharCodesOutput]
 
+    DEFAULT_META = {
+        "model": "gpt-4o-mini",
+        "max_completion_tokens": 96,
+        "completion_ratio": 0.5,
+        "temperature": 0.2,
+        "top_p": 1.0,
+    }
+
     def __init__(
         self,
         task_dir: str,
         *,
-        model: str = "gpt-4o-mini",
-        max_completion_tokens: int = 96,
-        completion_ratio: float = 0.5,
-        temperature: float = 0.2,
-        top_p: float = 1.0,
+        model: str | None = None,
+        max_completion_tokens: int | None = None,
+        completion_ratio: float | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
         **kwargs: Any,
     ):
-        kwargs.setdefault("assumed_completion_ratio", completion_ratio)
+        # Meta values left as None take the defaults on a new task and keep the stored ones on an existing task.
+        given = {"model": model, "max_completion_tokens": max_completion_tokens,
+                 "completion_ratio": completion_ratio, "temperature": temperature, "top_p": top_p}  # fmt: skip
+        self.given_meta = {key: value for key, value in given.items() if value is not None}
         super().__init__(
             task_dir,
             kwargs.pop("name_prefix", "char_codes"),
             DataclassOutputFile.output_factory(CharCodesOutput),
-            init_meta={
-                "model": model,
-                "max_completion_tokens": max_completion_tokens,
-                "completion_ratio": completion_ratio,
-                "temperature": temperature,
-                "top_p": top_p,
-            },
+            init_meta={**self.DEFAULT_META, **self.given_meta},
             **kwargs,
         )
+
+    def requested_meta(self) -> dict[str, Any]:
+        return dict(self.given_meta)
+
+    def on_task_enter(self) -> None:
+        # The task's meta (not a flag's default) decides the cost predictions; --reinit_meta changes it.
+        self.GR.set_assumed_completion_ratio(self.T.meta["completion_ratio"])
 
     def generate_requests(self) -> bool:
         meta = self.T.meta
@@ -99,9 +125,9 @@ class CharCodesTask(TaskManager):
                     meta={"char": char},
                 )
             )
-            if len(self.GR.P) >= 50 and self.commit_requests():
+            if self.num_pooled_requests >= 50 and self.commit_requests():
                 return False
-        if self.GR.P:
+        if self.num_pooled_requests:
             self.commit_requests()
         return True
 

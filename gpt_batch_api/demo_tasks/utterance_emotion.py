@@ -57,38 +57,51 @@ def load_utterances() -> list[dict[str, str]]:
 class UtteranceEmotionTask(TaskManager):
     D: DataclassListOutputFile[UtteranceEmotion]
 
+    DEFAULT_META = {
+        "model": "gpt-4o-mini",
+        "max_completion_tokens": 128,
+        "completion_ratio": 0.5,
+        "temperature": 0.9,
+        "top_p": 1.0,
+        "opinions_min": 3,
+        "opinions_max": 5,
+        "confidence": 0.78,
+    }
+
     def __init__(
         self,
         task_dir: str,
         *,
-        model: str = "gpt-4o-mini",
-        max_completion_tokens: int = 128,
-        completion_ratio: float = 0.5,
-        temperature: float = 0.9,
-        top_p: float = 1.0,
-        opinions_min: int = 3,
-        opinions_max: int = 5,
-        confidence: float = 0.78,
+        model: str | None = None,
+        max_completion_tokens: int | None = None,
+        completion_ratio: float | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        opinions_min: int | None = None,
+        opinions_max: int | None = None,
+        confidence: float | None = None,
         **kwargs: Any,
     ):
-        kwargs.setdefault("assumed_completion_ratio", completion_ratio)
+        # Meta values left as None take the defaults on a new task and keep the stored ones on an existing task.
+        given = {"model": model, "max_completion_tokens": max_completion_tokens,
+                 "completion_ratio": completion_ratio, "temperature": temperature, "top_p": top_p,
+                 "opinions_min": opinions_min, "opinions_max": opinions_max, "confidence": confidence}  # fmt: skip
+        self.given_meta = {key: value for key, value in given.items() if value is not None}
         super().__init__(
             task_dir,
             kwargs.pop("name_prefix", "utterance_emotion"),
             DataclassListOutputFile.output_factory(UtteranceEmotion),
-            init_meta={
-                "model": model,
-                "max_completion_tokens": max_completion_tokens,
-                "completion_ratio": completion_ratio,
-                "temperature": temperature,
-                "top_p": top_p,
-                "opinions_min": opinions_min,
-                "opinions_max": opinions_max,
-                "confidence": confidence,
-            },
+            init_meta={**self.DEFAULT_META, **self.given_meta},
             **kwargs,
         )
         self.utterances = load_utterances()
+
+    def requested_meta(self) -> dict[str, Any]:
+        return dict(self.given_meta)
+
+    def on_task_enter(self) -> None:
+        # The task's meta (not a flag's default) decides the cost predictions; --reinit_meta changes it.
+        self.GR.set_assumed_completion_ratio(self.T.meta["completion_ratio"])
 
     @property
     def adviser(self) -> OpinionAdviser:
@@ -125,7 +138,7 @@ class UtteranceEmotionTask(TaskManager):
                         meta={"id": key},
                     )
                 )
-        if self.GR.P:
+        if self.num_pooled_requests:
             self.commit_requests()
         return done
 

@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="answer the demo tasks' prompts correctly (as --simulate does), e.g. to run the demo against this server",
     )
+    parser.add_argument(
+        "--state_file",
+        metavar="PATH",
+        help="keep files and batches in this JSON file, so a restarted simulator continues (default: memory only)",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..demo_tasks.responder import demo_responder
 
         responder = demo_responder
-    sim = Simulator(config_from_args(args), port=args.port, responder=responder)
+    sim = Simulator(config_from_args(args), port=args.port, responder=responder, state_path=args.state_file)
     sim.serve_until_interrupted("Simulator serving at {base_url} (Ctrl+C to stop)")
     return 0
 

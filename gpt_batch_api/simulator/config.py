@@ -66,6 +66,34 @@ class SimulatorConfig:
                 raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
+# What each field means, with its unit, for ``python -m gpt_batch_api.simulator --help``.
+FIELD_HELP = {
+    "validating_s": "seconds a new batch stays 'validating'",
+    "in_progress_s": "seconds a batch stays 'in_progress' (its completed count grows over this time)",
+    "finalizing_s": "seconds a batch stays 'finalizing' (or 'cancelling') before its files are ready",
+    "latency_ms": "milliseconds added to every direct call (chat, responses, embeddings)",
+    "rpm": "requests per minute allowed on the direct endpoints, then 429 (0 = unlimited)",
+    "tpm": "tokens per minute allowed on the direct endpoints: prompt + requested max output (0 = unlimited)",
+    "enqueued_token_limit": "prompt tokens of a model's batches in flight at once; a batch over it fails with "
+    "token_limit_exceeded (0 = unlimited)",
+    "files_api_enabled": "false: the /v1/files routes answer 404, like a local model server",
+    "batches_api_enabled": "false: the /v1/batches routes answer 404",
+    "error_line_rate": "fraction (0-1) of batch lines answered as 500 server_error lines in the error file",
+    "fail_next_batches": "number of the next created batches that fail validation",
+    "expire_next_batches": "number of the next created batches that expire with about half their lines done",
+    "missing_line_rate": "fraction (0-1) of batch lines missing from both the output and the error file",
+    "malformed_line_rate": "fraction (0-1) of batch output lines that are not valid JSON",
+    "http_500_rate": "fraction (0-1) of direct calls answered with HTTP 500",
+    "http_429_rate": "fraction (0-1) of direct calls answered with HTTP 429 and retry-after: 1",
+    "drop_connection_rate": "fraction (0-1) of direct calls whose connection is closed without an answer",
+    "batch_api_faults": "true: the three rates above apply to /v1/files and /v1/batches too",
+    "malformed_json_rate": "fraction (0-1) of direct structured-output answers whose content is not valid JSON",
+    "insufficient_quota": "true: every call answers 429 insufficient_quota (an account out of credit)",
+    "require_api_key": "the only API key accepted (any other answers 401); unset: no key is needed",
+    "seed": "seed of injected faults and generated answers (the same seed gives the same run)",
+}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--field`` flag per SimulatorConfig field (booleans take true/false)."""
     defaults = SimulatorConfig()
@@ -87,7 +115,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kind, metavar = type(default), type(default).__name__.upper()
         parser.add_argument(
-            f"--{field.name}", type=kind, default=default, metavar=metavar, help=f"(default: {default})"
+            f"--{field.name}",
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{FIELD_HELP.get(field.name, field.name.replace('_', ' '))} (default: {default})",
         )
 
 

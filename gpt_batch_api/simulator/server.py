@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -24,6 +25,7 @@ from .common import ApiError, error_body, new_id
 from .config import SimulatorConfig
 from .direct_api import MODELS, Answerer, Responder, model_object
 from .files_api import FileStore
+from .persistence import SimulatorStateFile
 from .ratelimit import RateLimiter
 
 __all__ = ["Simulator"]
@@ -42,7 +44,8 @@ class Simulator:
 
     ``config`` is kept (not copied) and may be changed while the server runs. ``responder(endpoint, body)``
     may return the content text (or a JSON-able dict) of chat and responses answers; None means default.
-    Usable as a context manager, which starts and stops it.
+    Usable as a context manager, which starts and stops it. With ``state_path``, files and batches are kept
+    in that JSON file and loaded from it, so a simulator started later continues where this one stopped.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Simulator:
         port: int = 0,
         responder: Responder | None = None,
         host: str = "127.0.0.1",
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config if config is not None else SimulatorConfig()
         self.host, self.port = host, port
@@ -65,6 +69,10 @@ class Simulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
+        # With a state file, files and batches outlive this process (see persistence.py).
+        self.state_file = SimulatorStateFile(state_path) if state_path is not None else None
+        if self.state_file is not None:
+            self.state_file.load(self)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -249,8 +257,12 @@ class Simulator:
         if config.batch_api_faults:
             self._inject_faults()
         if resource == "files":
-            return self._files(method, path, rest, query, headers, raw)
-        return self._batches(method, path, rest, query, raw)
+            answer = self._files(method, path, rest, query, headers, raw)
+        else:
+            answer = self._batches(method, path, rest, query, raw)
+        if self.state_file is not None:
+            self.state_file.save_if_changed(self)  # before answering: the client never holds an unsaved id
+        return answer
 
     def _models(self, rest: list[str]) -> Any:
         if not rest:

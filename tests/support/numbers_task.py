@@ -70,9 +70,9 @@ class NumbersTask(TaskManager):
                 "max_completion_tokens": 30,
             }
             self.add_request(GPTRequest(payload=payload, meta={"sample": key, "i": i}))
-            if len(self.GR.P) >= self.chunk and self.commit_requests():
+            if self.num_pooled_requests >= self.chunk and self.commit_requests():
                 return False
-        if self.GR.P and self.commit_requests():
+        if self.num_pooled_requests and self.commit_requests():
             return False
         return True
 
