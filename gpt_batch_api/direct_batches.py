@@ -24,7 +24,7 @@ from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
 from .store import fastjson
 from .store.atomic import crash_point, raise_as_disk_error
-from .store.jsonl import read_jsonl
+from .store.jsonl import corrupt_line_error, read_jsonl
 
 __all__ = ["DirectBatchesMixin"]
 
@@ -101,10 +101,14 @@ class DirectBatchesMixin(RequesterBase):
 
     def _execute_direct(self, batch: BatchState) -> bool:
         """Send the unanswered requests of ``batch``; True once every request has an answer."""
+        self._check_batch_file(batch)  # damaged from outside: refuse before sending (and paying for) anything
         journal_path = self.layout.batch_results(batch.id)
         answered = set()
         if journal_path.exists():
-            answered = {line["custom_id"] for _, line in read_jsonl(journal_path)}
+            for offset, line in read_jsonl(journal_path):
+                if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+                    raise corrupt_line_error(journal_path, offset, ValueError("not a result line"))
+                answered.add(line["custom_id"])
         pending = [
             (line["custom_id"], line["body"])
             for _, line in read_jsonl(self.layout.batch_input(batch.id))

@@ -44,7 +44,9 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 META_TASK = "gpt_batch_api_task"
 META_BATCH = "gpt_batch_api_batch"
 CREATE_ATTEMPTS = 5
+CREATE_RETRY_DELAY_S = 1.0  # the first pause between create attempts; doubled after each
 DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_RETRY_DELAY_S = 0.5  # pause before the second download attempt; then one more step each time
 # Polling a batch may fail for a while (a gateway's 502s, an HTML page): keep polling, and stop with advice
 # only when it has failed POLL_FAILURES times in a row over at least POLL_GIVE_UP_S seconds.
 POLL_FAILURES = 10
@@ -289,7 +291,7 @@ class RemoteMixin(RequesterBase):
 
     def _create_remote_batch(self, batch: BatchState) -> Any:
         client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
-        delay = 1.0
+        delay = CREATE_RETRY_DELAY_S
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             what = f"create batch {batch.id}"
             try:
@@ -577,7 +579,7 @@ class RemoteMixin(RequesterBase):
             if attempt < DOWNLOAD_ATTEMPTS:
                 log.warning("%s; downloading again", problem)
                 with self.interruptible():
-                    time.sleep(min(0.5 * attempt, 2.0))
+                    time.sleep(min(DOWNLOAD_RETRY_DELAY_S * attempt, 2.0))
         raise APIError(
             f"{problem}. The results of batch {batch.id} ({batch.remote.batch_id}) could not be downloaded intact "
             f"after {DOWNLOAD_ATTEMPTS} tries. The batch is kept as it is and nothing is bought again: rerun the same "
