@@ -201,3 +201,20 @@ def test_safe_steps_do_what_they_say_in_order(tmp_path, sim):
     check_demo_output(task_dir)
     proc = run_step(commands[8], args_value, sim)  # the status at any time
     assert "samples: 1140 committed" in proc.stdout and "meta: " in proc.stdout
+
+
+def test_a_base_url_without_v1_stops_with_the_cause_and_the_fixed_url_completes(tmp_path, sim):
+    """README (local servers): the same 404 on every request stops the run, names the cause, fails no sample."""
+    task_dir = tmp_path / "task"
+    base = ["-m", "gpt_batch_api.task_manager_demo", "--task", "utterance_emotion", "--task_dir", str(task_dir),
+            "--no_progress", "--no_wandb", "--force_direct"]  # fmt: skip
+    env = {k: v for k, v in env_for(sim).items() if k != "OPENAI_BASE_URL"}
+    wrong = sim.base_url.removesuffix("/v1")
+    proc = subprocess.run([sys.executable, *base, "--client_base_url", wrong], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and "does it end in /v1?" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not load_task_state(task_dir / "utterance_emotion_task.json").failed_samples
+    proc = subprocess.run([sys.executable, *base, "--client_base_url", sim.base_url], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "Task complete: 45 samples succeeded" in proc.stderr, proc.stderr[-3000:]
