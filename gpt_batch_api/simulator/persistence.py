@@ -52,12 +52,15 @@ class SimulatorStateFile:
                 raise ValueError(f"unknown version {data.get('version')!r}")
             files = [_file_from_json(item) for item in data["files"]]
             batches = [_batch_from_json(item) for item in data["batches"]]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return  # a first run (or a folder that cannot exist: the task reports that itself)
+        except OSError as exc:
+            log.warning("Simulator state %s cannot be read (%s): starting empty", self.path, exc)
             return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             # Only a rehearsal remote is lost: the task's own files say what it still needs.
             aside = self.path.with_name(self.path.name + ".damaged")
-            log.warning("Simulator state %s is unreadable (%s): moved to %s, starting empty", self.path, exc, aside)
+            log.warning("Simulator state %s is damaged (%s): moved to %s, starting empty", self.path, exc, aside)
             os.replace(self.path, aside)
             return
         with sim.lock:
