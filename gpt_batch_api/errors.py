@@ -2,6 +2,8 @@
 
 - ``GPTBatchError``: base class; its message is meant for the user and names the fix.
   - ``ConfigError``: an option, or a combination of options, is invalid (the user's input).
+  - ``TaskDataError``: task code stored something the task files cannot hold exactly (a non-string
+    sample key, NaN in a payload or meta).
   - ``TaskFileError``: a file in the task directory is corrupt, truncated, from a newer version or
     unreadable. The file is left untouched; the message names it and how to recover.
   - ``TaskLockedError``: another process holds the task lock (names the lock file and the holder).
@@ -29,6 +31,7 @@ __all__ = [
     "QuotaExceededError",
     "ServerRefusedError",
     "StopRequested",
+    "TaskDataError",
     "TaskFileError",
     "TaskLockedError",
 ]
@@ -40,6 +43,10 @@ class GPTBatchError(Exception):
 
 class ConfigError(GPTBatchError, ValueError):
     """An option or a combination of options is invalid; the message names the option to change."""
+
+
+class TaskDataError(GPTBatchError, TypeError):
+    """Task code stored a value that would not come back the same from the task files; names it and the fix."""
 
 
 class TaskFileError(GPTBatchError):

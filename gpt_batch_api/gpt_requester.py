@@ -22,6 +22,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import os
 import time
 import urllib.parse
@@ -33,7 +34,7 @@ from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
 from .endpoints import get_endpoint
-from .errors import ConfigError, LimitError
+from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
@@ -56,6 +57,22 @@ log = logging.getLogger(__name__)
 
 
 _dumps = fastjson.dumps
+
+
+def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
+    """Where in ``value`` (dicts and lists) the first NaN or infinity is, as ("a.b[2]", number), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, sub in items:
+        if (found := non_finite_at(sub, sub_path)) is not None:
+            return found
+    return None
 
 
 LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to loopback servers when the user set no key
@@ -132,6 +149,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self.session_processed_failed = 0  # failed batches force-processed this session
         self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
+        # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
+        self.interruptible: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
         self._lock: TaskLock | None = None
         self._queue: JsonlAppender | None = None
         self._pending_deletes: list[Path] = []
@@ -140,6 +159,8 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
         self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
         self.congestion_tokens: int | None = None  # prompt tokens in flight that fit, learned from refusals
+        self._poll_failures: dict[int, tuple[int, float]] = {}
+        self._unknown_statuses: dict[int, tuple[str, float]] = {}
         self.entered = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -170,7 +191,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 poll_interval=self.opts.lock_poll_interval,
                 status_interval=self.opts.lock_status_interval,
             )
-            self._lock.acquire()
+            self._lock.acquire(stop_check=self.stop_check)
         try:
             self._load()
         except BaseException:
@@ -195,9 +216,30 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         if not self.dryrun:
             if recover_transaction(self.layout.journal):
                 log.info("Completed a commit that was interrupted by a crash (%s)", self.layout.journal.name)
-            cleanup_temp_files(self.layout.task_dir)
+            cleanup_temp_files(self.layout.task_dir, self.layout.owns_temp)
+        wiping = self.opts.wipe_requests or self.opts.wipe_task
         if self.layout.requester_state.exists():
-            self.S = load_state(self.layout.requester_state)
+            try:
+                self.S = load_state(self.layout.requester_state)
+            except TaskFileError as exc:
+                if not wiping:
+                    raise
+                log.warning("%s\nStarting the requests afresh, as asked (--wipe_requests).", exc)
+                self.S = RequesterState(endpoint=self.endpoint.path)
+        elif evidence := self.task_evidence():
+            problem = (
+                f"{self.layout.requester_state} is missing, but this task has files ({', '.join(evidence[:4])}): it "
+                "was deleted outside gpt_batch_api"
+            )
+            if not wiping:
+                raise TaskFileError(
+                    f"{problem}. Nothing was started afresh, so that nothing committed is forgotten or bought twice. "
+                    "Restore it from a backup, or start the requests afresh with --wipe_requests (answered samples "
+                    "are kept and unanswered ones are sent again; batches of this task still running on the server "
+                    "are not cancelled: cancel them on the provider's dashboard to avoid paying twice).",
+                    str(self.layout.requester_state),
+                )
+            log.warning("%s. Starting the requests afresh, as asked (--wipe_requests).", problem)
             if self.S.endpoint != self.endpoint.path and (self.S.queue.num_requests or self.S.batches):
                 raise ConfigError(
                     f"This task's pending requests are for {self.S.endpoint}, not {self.endpoint.path}. Use the "
@@ -207,9 +249,24 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         if self.dryrun:
             return
         self._remove_stray_files()
-        self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=self.S.queue.end)
+        try:
+            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=self.S.queue.end)
+        except TaskFileError as exc:
+            if not wiping:
+                raise
+            log.warning("%s\nThe queue is wiped, as asked (--wipe_requests).", exc)
+            self._pending_deletes.append(self.layout.queue(self.S.queue.gen))
+            self.S.queue = type(self.S.queue)(gen=self.S.queue.gen + 1)
+            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
         for batch in self.S.batches_in(BatchStatus.DIRECT):
             recover_jsonl(self.layout.batch_results(batch.id))
+
+    def task_evidence(self) -> list[str]:
+        """Names of this task's files that only a committed run writes (a killed first run leaves none of them:
+        the lock is taken first, and an empty queue file is created before the first commit)."""
+        own = self.layout.own_files()
+        skip = {self.layout.lock, self.layout.lock.with_name(self.layout.lock.name + ".holder"), self.layout.journal}
+        return [p.name for p in own if p not in skip and p.exists() and p.stat().st_size > 0]
 
     def _remove_stray_files(self) -> None:
         """Delete queue/batch files that no committed state refers to (left by a crash before a commit)."""
@@ -306,11 +363,18 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         line_obj = {"custom_id": item.custom_id, "method": "POST", "url": self.endpoint.path, "body": body}
         try:
             line = _dumps(line_obj) + b"\n"
-            _dumps(req.meta)
+            meta = _dumps(req.meta)
         except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"Request {item.id} is not JSON-serialisable ({exc}); check its payload and meta."
             ) from exc
+        if b"null" in line or b"null" in meta:  # orjson writes NaN and infinity as null: find them (rare path)
+            for what, value in (("payload", body), ("meta", req.meta)):
+                if (where := non_finite_at(value)) is not None:
+                    raise TaskDataError(
+                        f"Request {item.id} has {where[1]} in its {what} at {where[0] or 'the top'}: JSON has no such "
+                        "number and it would be sent as null. Replace it (e.g. by None, or a finite number)."
+                    )
         tokens_in = self.estimator.payload_input_tokens(body, self.endpoint.path).total
         tokens_out = self.estimator.payload_output_tokens(body, self.endpoint.path)
         info = GPTRequestInfo(
@@ -509,7 +573,9 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             acc, keep = Amounts(), 0
             for record in records:
                 acc.add(1, record["ti"], record[cost_key], record["size"])
-                if self.spend_blocker(acc) is not None:
+                if (reason := self.spend_blocker(acc)) is not None:
+                    if not keep:  # nothing may be sent: say which cap stops the run
+                        self.note_blocked(reason)
                     break
                 keep += 1
             return records[:keep], ends[keep - 1] if keep else self.S.queue.start, True

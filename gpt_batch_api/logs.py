@@ -12,6 +12,8 @@ import os
 import sys
 from collections import Counter
 
+from .redact import RedactingFilter
+
 _COLOURS = {
     logging.DEBUG: "\033[2m",
     logging.INFO: "\033[32m",
@@ -48,6 +50,7 @@ def configure_logging(level: int | str = logging.INFO, *, stream=None, colour: b
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(ColorFormatter(bool(colour)))
+    handler.addFilter(RedactingFilter())  # URL credentials in the SDK's and httpx's lines too
     handler._gpt_batch_api = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

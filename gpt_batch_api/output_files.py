@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pydantic
 
-from .store.jsonl import JsonlAppender, read_jsonl
+from .errors import TaskFileError
+from .store.jsonl import WIPE_TASK_FIX, JsonlAppender, read_jsonl
 from .store.transaction import Transaction
 
 __all__ = ["DataclassListOutputFile", "DataclassOutputFile", "TaskOutputFile"]
 
 log = logging.getLogger(__name__)
 DataT = TypeVar("DataT")
+TAIL_CHECK_BYTES = 1 << 20  # the last entry is checked at each start if it is shorter than this
+_PART_NAME = re.compile(r"_part\d{3}of\d{3}\.jsonl")  # after the output base name
 
 
 class TaskOutputFile:
@@ -65,9 +69,27 @@ class DataclassOutputFile(TaskOutputFile, Generic[DataT]):
 
     def open(self, committed: dict[str, Any] | None) -> None:
         self.data = None
-        if committed and committed.get("exists") and self.path.exists():
-            self.data = self.adapter.validate_json(self.path.read_bytes())
+        if committed and committed.get("exists"):
+            self.data = self.read_checked()
         self.written = False
+
+    def read_checked(self) -> DataT:
+        """The committed output, or a TaskFileError naming the file if it is missing or not what was written."""
+        try:
+            return self.adapter.validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            problem = "is missing, but the committed task state says it was written"
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or exc})"
+        except (pydantic.ValidationError, ValueError) as exc:
+            first = exc.errors()[0] if isinstance(exc, pydantic.ValidationError) and exc.errors() else None
+            detail = f"{first['msg']} at {'.'.join(map(str, first['loc'])) or 'the top'}" if first else str(exc)
+            problem = f"is damaged: it does not hold the task's output ({detail})"
+        raise TaskFileError(
+            f"The output file {self.path} {problem}. It was not modified. Restore it from a backup, or "
+            f"{WIPE_TASK_FIX}.",
+            str(self.path),
+        )
 
     def set(self, data: DataT) -> None:
         self.data = data
@@ -126,7 +148,12 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
         if not folder.is_dir():
             return []
         single = folder / f"{base.name}.jsonl"
-        parts = sorted(folder.glob(f"{base.name}_part[0-9][0-9][0-9]of[0-9][0-9][0-9].jsonl"))
+        # Exact names, no glob: a prefix like "run[1]" must not match "run1"'s files.
+        parts = sorted(
+            folder / e.name
+            for e in os.scandir(folder)
+            if e.name.startswith(base.name) and _PART_NAME.fullmatch(e.name, len(base.name))
+        )
         return ([single] if single.exists() else []) + parts
 
     def open(self, committed: dict[str, Any] | None) -> None:
@@ -141,11 +168,45 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
             if path.name not in keep:
                 log.warning("Removing output file %s: written after the last commit by an interrupted run", path.name)
                 path.unlink()
+        for part in self.parts:
+            self._check_tail(self._path(part["name"]), part["size"])
         if self.parts:
             last = self.parts[-1]
             for part in self.parts[:-1]:
-                JsonlAppender(self._path(part["name"]), part["size"]).close()  # drops any uncommitted tail
-            self._appender = JsonlAppender(self._path(last["name"]), last["size"])
+                JsonlAppender(self._path(part["name"]), part["size"], fix=WIPE_TASK_FIX).close()  # drops any tail
+            self._appender = JsonlAppender(self._path(last["name"]), last["size"], fix=WIPE_TASK_FIX)
+
+    def _check_tail(self, path: Path, size: int) -> None:
+        """Refuse a part whose last committed entry is not one (damaged from outside); reading the whole file
+        at every start would cost O(output)."""
+        if size == 0:
+            return
+        problem = None
+        try:
+            with open(path, "rb") as file:
+                start = max(0, size - TAIL_CHECK_BYTES)
+                file.seek(start)
+                tail = file.read(size - start)
+        except FileNotFoundError:
+            problem = "is missing, but the committed task state says it was written"
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or exc})"
+        else:
+            if len(tail) < size - start:
+                problem = f"is shorter than its committed size ({size} bytes)"
+            elif not tail.endswith(b"\n"):
+                problem = f"does not end its committed part (byte {size}) with a complete entry"
+            else:
+                line = tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1 :]
+                try:
+                    self.adapter.validate_json(line)
+                except (pydantic.ValidationError, ValueError):
+                    problem = "ends with a damaged entry"
+        if problem is not None:
+            raise TaskFileError(
+                f"The output file {path} {problem}. It was not modified. Restore it from a backup, or {WIPE_TASK_FIX}.",
+                str(path),
+            )
 
     def append(self, entry: DataT) -> None:
         self._pending.append(self.adapter.dump_json(entry) + b"\n")
@@ -191,7 +252,9 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
                     self.parts.append({"name": self._part_name(index + 1, count), "size": 0, "entries": 0})
                     self._appender = JsonlAppender(self._path(self.parts[-1]["name"]), 0)
                 elif self._appender is None:  # first write of this run to the last committed part
-                    self._appender = JsonlAppender(self._path(self.parts[-1]["name"]), self.parts[-1]["size"])
+                    self._appender = JsonlAppender(
+                        self._path(self.parts[-1]["name"]), self.parts[-1]["size"], fix=WIPE_TASK_FIX
+                    )
                 self._appender.append_raw(line)
                 self.parts[index]["size"] += len(line)
                 self.parts[index]["entries"] += 1

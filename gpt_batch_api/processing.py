@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from .classify import classify, same_refusal
 from .costs import usage_tokens
 from .error_kinds import ErrorKind, advice
-from .errors import ProcessingError, ServerRefusedError
+from .errors import ProcessingError, ServerRefusedError, TaskFileError
 from .events import BATCH_PROCESSED
 from .gc_control import gc_paused
 from .logs import LogSummarizer
@@ -28,7 +28,7 @@ from .requester_state import BatchState, BatchStatus
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
 from .store.atomic import crash_point
-from .store.jsonl import corrupt_line_error, read_jsonl, read_raw_lines
+from .store.jsonl import WIPE_REQUESTS_FIX, corrupt_line_error, read_jsonl, read_raw_lines
 
 __all__ = ["ProcessingMixin"]
 
@@ -186,6 +186,14 @@ class ProcessingMixin(RequesterBase):
             info.parse_spec = rec["parse"]
             infos[item.id] = info
             self._account(info, stats)
+        if len(infos) != batch.num_requests:  # e.g. an info file emptied or cut at a line end from outside
+            info_path = self.layout.batch_info(batch.id)
+            raise TaskFileError(
+                f"{info_path} lists {len(infos)} requests, but batch {batch.id} was written with "
+                f"{batch.num_requests}: it was changed outside gpt_batch_api. Nothing was processed. Restore it, or "
+                f"{WIPE_REQUESTS_FIX}.",
+                str(info_path),
+            )
         stats.true_cost = self.coster.input_cost_of(
             stats.prompt_tokens, stats.cached_tokens, batch=not direct
         ) + self.coster.output_cost(stats.completion_tokens, batch=not direct)

@@ -10,19 +10,30 @@ batch is deleted.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
 
 from .error_kinds import ErrorKind, error_kind
-from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BatchAPIUnavailableError,
+    QuotaExceededError,
+    StopRequested,
+    TaskFileError,
+)
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
+from .redact import redact
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
+from .server_answers import KNOWN_BATCH_STATUSES, MalformedAnswerError, checked_answer, malformed, result_file_problem
 from .store.atomic import atomic_write_bytes, crash_point
 
 __all__ = ["RemoteMixin", "describe_connection_error", "translate_api_error"]
@@ -33,12 +44,26 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 META_TASK = "gpt_batch_api_task"
 META_BATCH = "gpt_batch_api_batch"
 CREATE_ATTEMPTS = 5
+DOWNLOAD_ATTEMPTS = 3
+# Polling a batch may fail for a while (a gateway's 502s, an HTML page): keep polling, and stop with advice
+# only when it has failed POLL_FAILURES times in a row over at least POLL_GIVE_UP_S seconds.
+POLL_FAILURES = 10
+POLL_GIVE_UP_S = 600.0
+UNKNOWN_STATUS_GIVE_UP_S = 3600.0  # a status we do not know, seen that long, stops the run with advice
+SDK_PARSE_ERRORS = (ValueError, AttributeError, TypeError)  # what the SDK raises on a body that is not JSON
 T = TypeVar("T")
 
 
 def translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
     """Our error for an SDK error, with a message that names the fix (read by ``error_kind``: a gateway
-    may answer a quota or key problem with another status)."""
+    may answer a quota or key problem with another status), and no credentials of the base URL."""
+    error = _translate_api_error(exc, what, base_url)
+    if isinstance(error, APIError):
+        error.args = (redact(str(error)),)
+    return error
+
+
+def _translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
     if isinstance(exc, openai.APIStatusError):
         kind = error_kind(exc.status_code, exc.body)
         if kind == ErrorKind.AUTH:
@@ -53,7 +78,13 @@ def translate_api_error(exc: Exception, what: str, base_url: str | None = None) 
                 "on the OpenAI billing page (or the gateway's budget), then rerun the same command.",
                 exc.status_code,
             )
-        return APIError(f"{what} failed with HTTP {exc.status_code}: {exc.message}", exc.status_code)
+        transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+        advice = (
+            " The server may be overloaded or failing: nothing is lost, rerun the same command later."
+            if transient
+            else ""
+        )
+        return APIError(f"{what} failed with HTTP {exc.status_code}: {exc.message}.{advice}", exc.status_code)
     if isinstance(exc, openai.APIConnectionError):
         _, detail = describe_connection_error(exc)
         return APIError(
@@ -80,6 +111,14 @@ def describe_connection_error(exc: Exception) -> tuple[str, str]:
     return "connection_error", f"connection failed ({type(root).__name__}: {root})"
 
 
+def _worth_waiting_out(exc: APIError) -> bool:
+    """A failed poll that the next poll may not see: a 5xx, 429, no connection, or a garbled answer."""
+    if isinstance(exc, QuotaExceededError | AuthenticationError):
+        return False
+    transient = openai.APIConnectionError | openai.InternalServerError | openai.RateLimitError
+    return isinstance(exc, MalformedAnswerError) or isinstance(exc.__cause__, transient)
+
+
 def _error_code(exc: openai.APIStatusError) -> str | None:
     body = exc.body
     if isinstance(body, dict):
@@ -93,17 +132,26 @@ class RemoteMixin(RequesterBase):
     """Push, poll and download for GPTRequester (see the module docstring)."""
 
     _last_block_reason: str | None = None
+    _poll_failures: dict[int, tuple[int, float]]  # batch id -> (failed polls in a row, monotonic time of the first)
+    _unknown_statuses: dict[int, tuple[str, float]]  # batch id -> (unknown status, monotonic time first seen)
 
-    def _api(self, what: str, call: Callable[[], T]) -> T:
+    def _api(self, what: str, call: Callable[[], T], kind: type | None = None) -> T:
+        """``call()`` (an SDK call); its failures as our errors, and an answer that is no ``kind`` refused."""
         try:
-            return call()
+            with self.interruptible():  # a slow server: the first Ctrl+C need not wait (every call is resumable)
+                answer = call()
         except openai.OpenAIError as exc:
+            if isinstance(exc.__cause__, StopRequested):  # the SDK wraps what interrupted its HTTP call
+                raise exc.__cause__ from None
             raise self._api_error(exc, what) from exc
+        except SDK_PARSE_ERRORS as exc:
+            raise malformed(what, f"{type(exc).__name__}: {exc}") from None
+        return checked_answer(what, answer, kind) if kind is not None else answer
 
     def _api_error(self, exc: Exception, what: str) -> Exception:
         if isinstance(exc, openai.NotFoundError) and what.startswith(("upload", "create batch", "list batches")):
             return BatchAPIUnavailableError(
-                f"{what}: the server at {self.client.base_url} has no Files/Batches API (HTTP 404). Local "
+                f"{what}: the server at {redact(str(self.client.base_url))} has no Files/Batches API (HTTP 404). Local "
                 "OpenAI-compatible servers (Ollama, vLLM, llama.cpp) only offer the direct API: rerun with "
                 "--force_direct.",
                 404,
@@ -150,7 +198,7 @@ class RemoteMixin(RequesterBase):
 
     def note_blocked(self, reason: str | None) -> None:
         if reason is not None and reason != self._last_block_reason:
-            message = f"Not sending more requests for now: limit {reason} reached"
+            message = f"Not sending more requests for now: {self.opts.option_text(reason)} reached"
             log.info(message)
             self.events.emit(LIMIT_REACHED, limit=reason, message=message)
         self._last_block_reason = reason
@@ -177,13 +225,22 @@ class RemoteMixin(RequesterBase):
 
     def _check_batch_file(self, batch: BatchState) -> None:
         """Refuse to upload (and pay for) a local batch file that was damaged since it was written."""
-        path = self.layout.batch_input(batch.id)
+        path, info_path = self.layout.batch_input(batch.id), self.layout.batch_info(batch.id)
         size = path.stat().st_size if path.exists() else -1
+        problem = None
         if size != batch.size:
+            problem = f"{path} has {max(size, 0)} bytes but was written with {batch.size}"
+        else:  # C-speed counts: every line is one request of ours, and the info file lists each of them
+            data = path.read_bytes()
+            n = batch.num_requests
+            if not data.startswith(b'{"custom_id":"') or data.count(b'\n{"custom_id":"') != n - 1:
+                problem = f"{path} does not hold the {n} request lines it was written with"
+            elif not info_path.exists() or info_path.read_bytes().count(b"\n") != n:
+                problem, path = f"{info_path} does not list the {n} requests of batch {batch.id}", info_path
+        if problem is not None:
             raise TaskFileError(
-                f"{path} has {max(size, 0)} bytes but was written with {batch.size}: it was truncated or changed "
-                "outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop the pending batches with "
-                "--wipe_requests.",
+                f"{problem}: it was changed outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop "
+                "the pending batches with --wipe_requests (answered samples are kept).",
                 str(path),
             )
 
@@ -198,6 +255,7 @@ class RemoteMixin(RequesterBase):
                 uploaded = self._api(
                     f"upload of batch {batch.id}",
                     lambda: self.client.files.create(file=(self._remote_filename(batch), file), purpose="batch"),
+                    openai.types.FileObject,
                 )
             batch.remote.file_id = uploaded.id
             self.commit()
@@ -213,28 +271,37 @@ class RemoteMixin(RequesterBase):
         client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
         delay = 1.0
         for attempt in range(1, CREATE_ATTEMPTS + 1):
+            what = f"create batch {batch.id}"
             try:
-                return client.batches.create(
-                    input_file_id=batch.remote.file_id,
-                    endpoint=self.endpoint.path,
-                    completion_window="24h",
-                    metadata=self._metadata(batch),
+                return self._api(
+                    what,
+                    lambda: client.batches.create(
+                        input_file_id=batch.remote.file_id,
+                        endpoint=self.endpoint.path,
+                        completion_window="24h",
+                        metadata=self._metadata(batch),
+                    ),
+                    openai.types.Batch,
                 )
-            except openai.OpenAIError as exc:
-                what = f"create batch {batch.id}"
-                transient = isinstance(exc, openai.APIConnectionError | openai.InternalServerError)
+            except (APIError, openai.OpenAIError) as error:
+                exc = error.__cause__ if isinstance(error.__cause__, openai.OpenAIError) else error
+                # A garbled answer may hide a batch that was created: look it up like after a timeout.
+                transient = isinstance(
+                    exc, openai.APIConnectionError | openai.InternalServerError | MalformedAnswerError
+                )
                 if isinstance(exc, openai.RateLimitError):
                     transient = error_kind(exc.status_code, exc.body) != ErrorKind.QUOTA
                 if not transient:
-                    raise self._api_error(exc, what) from exc
+                    raise error
                 found = self._find_remote_batch(batch)
                 if found is not None:
                     log.info("Batch %d was created despite an error (%s): adopting %s", batch.id, exc, found.id)
                     return found
                 if attempt == CREATE_ATTEMPTS:
-                    raise self._api_error(exc, what) from exc
+                    raise error
                 log.warning("Creating batch %d failed (%s); retrying in %.0f s", batch.id, exc, delay)
-                time.sleep(delay)
+                with self.interruptible():
+                    time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
@@ -242,13 +309,21 @@ class RemoteMixin(RequesterBase):
         """The remote batch created for ``batch`` (found by metadata), if any."""
         since = (batch.push_started_at or 0) - 600  # clock skew margin
         wanted = self._metadata(batch)
-        for remote in self._api("list batches", lambda: self.client.batches.list(limit=100)):
-            if remote.created_at < since:
-                break
-            metadata = remote.metadata or {}
-            if all(metadata.get(k) == v for k, v in wanted.items()):
-                return remote
-        return None
+        page = self._api("list batches", lambda: self.client.batches.list(limit=100))
+        while True:
+            data = getattr(page, "data", None)
+            if not isinstance(data, list):
+                raise malformed("list batches", f"got {type(page).__name__}")
+            for remote in data:
+                checked_answer("list batches", remote, openai.types.Batch)
+                if not isinstance(remote.created_at, int | float) or remote.created_at < since:
+                    return None
+                metadata = remote.metadata if isinstance(remote.metadata, dict) else {}
+                if all(metadata.get(k) == v for k, v in wanted.items()):
+                    return remote
+            if not data or not page.has_next_page():
+                return None
+            page = self._api("list batches", page.get_next_page)
 
     def _adopt(self, batch: BatchState, remote: Any) -> None:
         batch.status = BatchStatus.REMOTE
@@ -287,8 +362,8 @@ class RemoteMixin(RequesterBase):
     def _delete_orphan_uploads(self, batch: BatchState) -> None:
         name = self._remote_filename(batch)
         try:
-            orphans = {f.id for f in self.client.files.list(purpose="batch") if f.filename == name}
-        except (openai.NotFoundError, openai.APIConnectionError):
+            orphans = {f.id for f in self.client.files.list(purpose="batch") if getattr(f, "filename", None) == name}
+        except (openai.NotFoundError, openai.APIConnectionError, *SDK_PARSE_ERRORS):
             orphans = set()
         if batch.remote.file_id:
             orphans.add(batch.remote.file_id)
@@ -321,9 +396,10 @@ class RemoteMixin(RequesterBase):
             return 0
         ended = 0
         for batch in self.S.batches_in(BatchStatus.REMOTE):
-            try:
-                remote = self.client.batches.retrieve(batch.remote.batch_id)
-            except openai.NotFoundError:
+            remote = self._poll(batch)
+            if remote is None:
+                continue
+            if remote == "missing":
                 log.warning(
                     "Remote batch %s of batch %d no longer exists (deleted by someone else): its "
                     "requests will be retried",
@@ -335,9 +411,8 @@ class RemoteMixin(RequesterBase):
                 self.commit()
                 ended += 1
                 continue
-            except openai.OpenAIError as exc:
-                raise translate_api_error(exc, f"poll batch {batch.id}", str(self.client.base_url)) from exc
             self._update_remote_info(batch, remote)
+            self._note_status(batch)
             if remote.status in TERMINAL_STATUSES and self._finish(batch):
                 ended += 1
         self.events.emit(REMOTE_PROGRESS, batches=self.remote_progress())
@@ -345,6 +420,66 @@ class RemoteMixin(RequesterBase):
             log.info("A remote batch ended: pushing again after token_limit_exceeded")
             self.congested_since = None
         return ended
+
+    def _poll(self, batch: BatchState) -> Any:
+        """The remote batch, "missing" if the server has none such, or None after a failure worth waiting out
+        (a 5xx, no connection, an answer that is no batch); stops with advice when failures go on for long."""
+        what = f"poll batch {batch.id}"
+        failures = self._poll_failures
+        try:
+            remote = self._api(what, lambda: self.client.batches.retrieve(batch.remote.batch_id), openai.types.Batch)
+        except APIError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, openai.NotFoundError):
+                # A 404 from a gateway must not make us buy the batch again: believe it only if the batch is
+                # also absent from the list of batches.
+                try:
+                    found = self._find_remote_batch(batch)
+                except BatchAPIUnavailableError:  # no list either: the batch routes are gone, not a gateway's 404
+                    found = None
+                if found is None:
+                    failures.pop(batch.id, None)
+                    return "missing"
+            elif not _worth_waiting_out(exc):
+                raise
+            count, since = failures.get(batch.id, (0, time.monotonic()))
+            failures[batch.id] = (count + 1, since)
+            if count + 1 >= POLL_FAILURES and time.monotonic() - since >= POLL_GIVE_UP_S:
+                raise APIError(
+                    f"{exc} Polling batch {batch.id} ({batch.remote.batch_id}) has failed {count + 1} times in a row "
+                    f"for {time.monotonic() - since:.0f} s. The batch is kept as it is and nothing is bought again: "
+                    "check the server or --client_base_url, then rerun the same command."
+                ) from None
+            log.warning("%s (failure %d in a row; polling again later)", exc, count + 1)
+            return None
+        failures.pop(batch.id, None)
+        return remote
+
+    def _note_status(self, batch: BatchState) -> None:
+        """Log a batch status we do not know once; stop with advice if the batch keeps it for long."""
+        status = batch.remote.status or ""
+        unknown = self._unknown_statuses
+        if status in KNOWN_BATCH_STATUSES:
+            unknown.pop(batch.id, None)
+            return
+        first_seen = unknown.get(batch.id, (status, time.monotonic()))
+        if first_seen[0] != status:
+            first_seen = (status, time.monotonic())
+        if batch.id not in unknown or unknown[batch.id][0] != status:
+            log.warning(
+                "Batch %d (%s) has the status %r, which gpt_batch_api does not know; it is treated as still running.",
+                batch.id,
+                batch.remote.batch_id,
+                status,
+            )
+        unknown[batch.id] = first_seen
+        if time.monotonic() - first_seen[1] >= UNKNOWN_STATUS_GIVE_UP_S:
+            raise APIError(
+                f"Batch {batch.id} ({batch.remote.batch_id}) has had the unknown status {status!r} for "
+                f"{time.monotonic() - first_seen[1]:.0f} s. Check it on the provider's dashboard; rerun the same "
+                "command to keep waiting, or rerun with --wipe_requests to cancel it and send its requests again "
+                "(this buys them again)."
+            )
 
     def remote_progress(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -368,15 +503,19 @@ class RemoteMixin(RequesterBase):
         if info.status == "failed" and any(e.get("code") == "token_limit_exceeded" for e in info.errors):
             self._requeue_congested(batch)
             return False
-        for file_id, path in (
-            (info.output_file_id, self.layout.batch_results(batch.id)),
-            (info.error_file_id, self.layout.batch_errors(batch.id)),
+        if info.completed > 0 and not info.output_file_id:
+            raise APIError(
+                f"Batch {batch.id} ({info.batch_id}) is {info.status} with {info.completed} answered requests, but "
+                "the server names no output file. The batch is kept as it is and nothing is bought again: rerun "
+                "the same command later to look again. If the provider has lost the answers, rerun with "
+                "--wipe_requests to send the unanswered requests again (this buys them again)."
+            )
+        for file_id, path, expected in (
+            (info.output_file_id, self.layout.batch_results(batch.id), info.completed),
+            (info.error_file_id, self.layout.batch_errors(batch.id), info.failed),
         ):
             if file_id:
-                content = self._api(
-                    f"download of batch {batch.id}", functools.partial(self.client.files.content, file_id)
-                )
-                atomic_write_bytes(path, content.read())
+                self._download_results(batch, file_id, path, expected)
         info.finished_at = time.time()
         batch.status = BatchStatus.FINISHED
         self.commit()
@@ -390,6 +529,41 @@ class RemoteMixin(RequesterBase):
             info.failed,
         )
         return True
+
+    def _download_results(self, batch: BatchState, file_id: str, path: Path, expected: int) -> None:
+        """Download a result file of ``batch`` to ``path`` and check it against the batch's own counts and the
+        line format; try again when it is not a result file. A file that is only short is accepted when two
+        downloads agree (the provider's file really lacks lines: those requests are retried as missing)."""
+        what = f"download of file {file_id} of batch {batch.id}"
+        problem, last_digest = "", b""
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                content = self._api(what, functools.partial(self.client.files.content, file_id))
+                atomic_write_bytes(path, content.read())
+            except APIError as exc:
+                problem = str(exc)
+            else:
+                found, short_only = result_file_problem(path, expected=expected, total=batch.remote.total)
+                if found is None:
+                    return
+                digest = hashlib.sha256(path.read_bytes()).digest()
+                if short_only and digest == last_digest:
+                    log.warning(
+                        "Batch %d: %s; two downloads agree, so the missing requests are retried", batch.id, found
+                    )
+                    return
+                last_digest, problem = (digest if short_only else b""), f"{what}: {found}"
+                path.unlink(missing_ok=True)
+            if attempt < DOWNLOAD_ATTEMPTS:
+                log.warning("%s; downloading again", problem)
+                with self.interruptible():
+                    time.sleep(min(0.5 * attempt, 2.0))
+        raise APIError(
+            f"{problem}. The results of batch {batch.id} ({batch.remote.batch_id}) could not be downloaded intact "
+            f"after {DOWNLOAD_ATTEMPTS} tries. The batch is kept as it is and nothing is bought again: rerun the same "
+            "command later to download it again. If the provider has lost the file, rerun with --wipe_requests to "
+            "send the unanswered requests again (this buys them again)."
+        )
 
     def _requeue_congested(self, batch: BatchState) -> None:
         """token_limit_exceeded is congestion, not failure: keep the batch local and push it again later."""

@@ -8,6 +8,7 @@ mixins call on one another; at run time it adds nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ class RequesterBase:
         congested_since: float | None
         congestion_tokens: int | None
         stop_check: Callable[[], bool]
+        interruptible: Callable[[], AbstractContextManager[Any]]
         _queue: JsonlAppender | None
         _pending_deletes: list[Path]
         _last_block_reason: str | None

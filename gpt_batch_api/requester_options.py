@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -12,6 +13,9 @@ from .limits import Limit, Limits
 __all__ = ["RequesterOptions"]
 
 DIRECT_VERBOSE_MODES = ("never", "error", "warn", "always")
+# Numeric options where a negative value means something ("all", "forever"), or infinity does.
+NEGATIVE_OK = frozenset({"process_failed_batches", "show_warnings", "show_errors", "lock_timeout"})
+INFINITE_OK = frozenset({"lock_timeout"})
 
 
 @dataclasses.dataclass
@@ -114,6 +118,7 @@ class RequesterOptions:
 
     def validate(self) -> None:
         """Raise ConfigError naming the option to change."""
+        self._validate_numbers()
         if self.direct_verbose not in DIRECT_VERBOSE_MODES:
             raise ConfigError(f"--direct_verbose must be one of {', '.join(DIRECT_VERBOSE_MODES)}.")
         if self.max_retries < 0:
@@ -135,3 +140,23 @@ class RequesterOptions:
         if self.wipe_task and self.dryrun:
             raise ConfigError("--wipe_task cannot be combined with --dryrun (a dry run never changes files).")
         self.limits().validate()
+
+    def _validate_numbers(self) -> None:
+        """NaN is never a number we can compare with (a NaN cap lets everything through); infinity is
+        accepted only where it means "no limit" or "wait forever", and amounts and durations are never negative."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = field.name
+            if math.isnan(value):
+                raise ConfigError(f"--{name} must be a number, got nan.")
+            if math.isinf(value) and not (name in INFINITE_OK or (name.startswith("max_") and value > 0)):
+                raise ConfigError(f"--{name} must be finite, got {value}.")
+            if value < 0 and name not in NEGATIVE_OK:
+                raise ConfigError(f"--{name} must be >= 0, got {value}.")
+
+    def option_text(self, name: str) -> str:
+        """``--name value`` for messages (e.g. "--max_session_cost 0.01 reached"), or the name if it is no option."""
+        value = getattr(self, name, None)
+        return f"--{name} {value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else name

@@ -18,6 +18,7 @@ import pydantic
 
 from .errors import TaskFileError
 from .store.atomic import read_json
+from .store.jsonl import WIPE_REQUESTS_FIX
 
 __all__ = ["BatchState", "BatchStatus", "QueueState", "RemoteInfo", "RequesterState", "Totals", "load_state"]
 
@@ -138,7 +139,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 def load_state(path: Path) -> RequesterState:
     """Load and upgrade the requester state; raise TaskFileError (file untouched) if it is unusable."""
-    data = read_json(path, what="requester state")
+    data = read_json(path, what="requester state", fix=WIPE_REQUESTS_FIX)
     if not isinstance(data, dict) or not isinstance(data.get("version"), int):
         raise TaskFileError(
             f"{path} is not a requester state file (no version field). {_recover_hint(path)}", str(path)
@@ -162,5 +163,6 @@ def load_state(path: Path) -> RequesterState:
 def _recover_hint(path: Path) -> str:
     return (
         "The file was not modified. Restore it from a backup, or start the requests afresh with --wipe_requests "
-        f"(remote batches of this task may then need to be cancelled by hand), after moving {path.name} away."
+        "(answered samples are kept and unanswered ones are sent again; batches of this task still running on "
+        "the server are not cancelled: cancel them on the provider's dashboard to avoid paying twice)."
     )

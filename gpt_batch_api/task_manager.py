@@ -25,15 +25,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from .errors import ConfigError, StopRequested
+from .errors import ConfigError, StopRequested, TaskFileError
 from .events import GENERATION_PROGRESS, RUN_FINISHED, RUN_STARTED, STATUS, WAITING, EventBus
 from .gc_control import fewer_gc_passes
 from .gpt_requester import GPTRequester
 from .output_files import TaskOutputFile
+from .redact import redact
 from .request import CachedGPTRequest, GPTRequest
 from .requester_state import BatchStatus
 from .results import BatchResult
 from .status import status_report
+from .store.jsonl import WIPE_TASK_FIX
 from .store.signals import StopMonitor
 from .store.transaction import Transaction
 from .task_state import TaskState, TaskStateFiles
@@ -79,6 +81,11 @@ class TaskManager(Generic[OutputT]):
             raise ConfigError(f"--postprocess_output must be one of {', '.join(POSTPROCESS_MODES)}.")
         if wipe_failed:
             gpt_requester_kwargs["wipe_requests"] = True  # wiping failed samples implies wiping requests
+        wiping = any(gpt_requester_kwargs.get(name) for name in ("wipe_requests", "wipe_task")) or reinit_meta
+        if not run and not wiping:
+            # --no_run only shows the status: read the files as a dry run does, without the lock (a running
+            # process may hold it for hours) and without changing anything.
+            gpt_requester_kwargs["dryrun"] = True
         self.events = EventBus()
         self.GR = GPTRequester(task_dir, name_prefix, events=self.events, **gpt_requester_kwargs)
         self.run_flag = run
@@ -214,6 +221,7 @@ class TaskManager(Generic[OutputT]):
                 with self._logs_around_bars(monitors), fewer_gc_passes():
                     self._stop = stop
                     self.GR.stop_check = lambda: stop.stop_requested
+                    self.GR.interruptible = stop.interruptible
                     with self.GR:
                         self._enter()
                         try:
@@ -246,12 +254,27 @@ class TaskManager(Generic[OutputT]):
         gr.task_participant = self._add_task_to_txn
         fresh = not layout.task_state.exists()
         self._state_files = TaskStateFiles(layout.task_state)
+        if fresh and not gr.opts.wipe_task and (evidence := gr.task_evidence()):
+            raise TaskFileError(
+                f"{layout.task_state} is missing, but this task has files ({', '.join(evidence[:4])}): it was "
+                "deleted outside gpt_batch_api. Nothing was started afresh, so that nothing committed is forgotten "
+                f"or bought twice. Restore it from a backup, or {WIPE_TASK_FIX}.",
+                str(layout.task_state),
+            )
         if fresh:
             self.T = TaskState(meta=dict(self.init_meta))
             self.D.open(None)
         else:
-            self.T = self._state_files.load(cleanup=not gr.dryrun)
-            self.D.open(self.T.output)
+            try:
+                self.T = self._state_files.load(cleanup=not gr.dryrun)
+                self.D.open(self.T.output)
+            except TaskFileError as exc:
+                if not gr.opts.wipe_task:
+                    raise
+                log.warning("%s\nStarting the task afresh, as asked (--wipe_task).", exc)
+                self._state_files = TaskStateFiles(layout.task_state)
+                self.T = TaskState(meta=dict(self.init_meta))
+                self.D.open(None)
         if gr.opts.wipe_task:
             self._wipe_task()
         else:
@@ -387,8 +410,8 @@ class TaskManager(Generic[OutputT]):
             if stop.stop_requested:
                 stop.check()
             log.warning(
-                "Cannot make progress: %s. Raise that limit (or wait for remote batches) and rerun to continue.",
-                gr._last_block_reason or "a limit is reached",
+                "Cannot make progress: %s reached. Raise that limit (or wait for remote batches), then rerun.",
+                gr.opts.option_text(gr._last_block_reason) if gr._last_block_reason else "a limit",
             )
             return False
 
@@ -437,6 +460,8 @@ class TaskManager(Generic[OutputT]):
         """Task meta and requester settings for monitoring; never contains the API key."""
         options = dataclasses.asdict(self.GR.opts)
         options.pop("openai_api_key", None)
+        if options.get("client_base_url"):
+            options["client_base_url"] = redact(options["client_base_url"])
         return {"task": type(self).__name__, "meta": self.T.meta, **options}
 
     @staticmethod

@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import shlex
 import signal
 import sys
 from typing import Any
 
-from .errors import GPTBatchError, StopRequested
+from .errors import GPTBatchError, StopRequested, TaskFileError
 from .logs import configure_logging
 from .options import HelpFormatter, add_task_arguments, task_kwargs
 
 log = logging.getLogger("gpt_batch_api.demo")
+
+
+def finite_float(text: str) -> float:
+    """A float flag that refuses nan and inf: task meta is fixed at the first run, so a NaN would stay."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,15 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument(
         "--completion_ratio",
         metavar="RATIO",
-        type=float,
+        type=finite_float,
         help="Expected share of max_completion_tokens used, for cost and limit predictions (default: 0.5)",
     )
-    meta.add_argument("--temperature", metavar="TEMP", type=float, help="Sampling temperature")
-    meta.add_argument("--top_p", metavar="MASS", type=float, help="Nucleus sampling mass")
+    meta.add_argument("--temperature", metavar="TEMP", type=finite_float, help="Sampling temperature")
+    meta.add_argument("--top_p", metavar="MASS", type=finite_float, help="Nucleus sampling mass")
     meta.add_argument("--opinions_min", metavar="NUM", type=int, default=3, help="Fewest opinions per utterance")
     meta.add_argument("--opinions_max", metavar="NUM", type=int, default=5, help="Most opinions per utterance")
     meta.add_argument(
-        "--confidence", metavar="RATIO", type=float, default=0.78, help="Majority share needed for a clear opinion"
+        "--confidence",
+        metavar="RATIO",
+        type=finite_float,
+        default=0.78,
+        help="Majority share needed for a clear opinion",
     )
     add_task_arguments(parser)
     return parser
@@ -115,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except GPTBatchError as exc:
         log.error("%s", exc)
+        if isinstance(exc, TaskFileError):
+            log.info(
+                "To see which files are intact and what each fix rebuilds (nothing is changed): "
+                "python -m gpt_batch_api.verify --task_dir %s --task_prefix %s",
+                shlex.quote(args.task_dir),
+                shlex.quote(args.task_prefix or args.task),
+            )
         return 1
     finally:
         if simulator is not None:

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import TaskFileError
+from .errors import TaskDataError, TaskFileError
 from .store import fastjson
 from .store.atomic import read_json
-from .store.jsonl import JsonlAppender, read_jsonl
+from .store.jsonl import WIPE_TASK_FIX, JsonlAppender, read_jsonl
 from .store.transaction import Transaction
 
 __all__ = ["TASK_STATE_VERSION", "TaskState", "TaskStateFiles", "TrackedDict", "load_task_state"]
@@ -38,17 +39,33 @@ log = logging.getLogger(__name__)
 TASK_STATE_VERSION = 2
 TRACKED_FIELDS = ("committed_meta", "committed_samples", "responded_meta", "failed_samples", "succeeded_samples")
 COMPACT_MIN_BYTES = 4 << 20  # below this the log is never compacted
+_LOG_NAME = re.compile(r"_log_\d{4}\.jsonl")  # after the head's stem
+
+
+def check_key(key: Any) -> None:
+    """Sample keys are JSON object keys: any other type would come back as a string after a restart (``0`` as
+    ``"0"``, so ``0 in committed_samples`` turns false and every sample is sent again)."""
+    if type(key) is not str and not isinstance(key, str):
+        raise TaskDataError(
+            f"Sample key {key!r} ({type(key).__name__}) is not a string: the task state keeps its keys as JSON "
+            f"object keys, so it would not come back the same after a restart. Use a string key, e.g. "
+            f"str({key!r}) or a joined string for a tuple."
+        )
 
 
 class TrackedDict(dict):  # type: ignore[type-arg]
-    """A dict that remembers which keys were set or deleted since the state was last written."""
+    """A dict that remembers which keys were set or deleted since the state was last written; its keys must be
+    strings (``TaskDataError`` otherwise)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for key in self:
+            check_key(key)
         self.changed: set[Any] = set()
         self.reset = True  # written in full at the next commit (a new or replaced dict)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        check_key(key)
         super().__setitem__(key, value)
         self.changed.add(key)
 
@@ -68,11 +85,14 @@ class TrackedDict(dict):  # type: ignore[type-arg]
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
+            check_key(key)
             self.changed.add(key)
         return super().setdefault(key, default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         other = dict(*args, **kwargs)
+        for key in other:
+            check_key(key)
         super().update(other)
         self.changed.update(other)
 
@@ -148,7 +168,7 @@ class TaskStateFiles:
         dicts: dict[str, dict[str, Any]] = {name: {} for name in TRACKED_FIELDS}
         path = self.log_path(self.gen)
         if self.end:
-            for offset, line in read_jsonl(path, 0, self.end):
+            for offset, line in read_jsonl(path, 0, self.end, fix=WIPE_TASK_FIX):
                 target = dicts.get(str(line.get("f"))) if isinstance(line, dict) else None
                 if target is None:
                     raise TaskFileError(f"{path} has an unknown line at byte {offset}. {_HINT}", str(path))
@@ -169,8 +189,12 @@ class TaskStateFiles:
             tracked.reset = False
             object.__setattr__(state, name, tracked)
             self._written[name] = {k: fastjson.dumps(v) for k, v in values.items() if isinstance(v, dict | list)}
-        for stale in self.head.parent.glob(f"{self.head.stem}_log_*.jsonl") if cleanup else ():
-            if stale != path:  # left by a compaction whose commit never happened
+        for stale in self.head.parent.iterdir() if cleanup else ():
+            if (
+                stale != path
+                and _LOG_NAME.fullmatch(stale.name, len(self.head.stem))
+                and stale.name.startswith(self.head.stem)
+            ):  # left by a compaction whose commit never happened (exact names: tasks may share the folder)
                 stale.unlink(missing_ok=True)
         return state
 
@@ -246,7 +270,7 @@ class TaskStateFiles:
 
     def _open_appender(self) -> JsonlAppender:
         if self._appender is None:
-            self._appender = JsonlAppender(self.log_path(self.gen), committed_size=self.end)
+            self._appender = JsonlAppender(self.log_path(self.gen), committed_size=self.end, fix=WIPE_TASK_FIX)
         return self._appender
 
     def close(self) -> None:

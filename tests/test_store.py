@@ -47,7 +47,7 @@ def test_atomic_write_killed_mid_write_leaves_old_or_new_content(tmp_path):
         proc.wait()
         content = target.read_bytes()
         assert content in (old, new), f"torn file of {len(content)} bytes"
-        cleanup_temp_files(tmp_path)
+        cleanup_temp_files(tmp_path, lambda name: True)
         assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
@@ -122,7 +122,7 @@ def test_transaction_applies_all_or_nothing_at_every_crash_point(tmp_path):
         )
         proc.wait()
         recovered = recover_transaction(folder / "j_journal.json")
-        cleanup_temp_files(folder)
+        cleanup_temp_files(folder, lambda name: True)
         a, b = (json.loads((folder / n).read_text()) for n in ("a.json", "b.json"))
         if point == "txn_after_stage":
             assert (a, b, (folder / "gone.txt").exists(), recovered) == ("a0", "b0", True, False)

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -59,10 +60,27 @@ def raise_as_disk_error(path: str | os.PathLike[str], exc: OSError) -> NoReturn:
     raise exc
 
 
+_umask: int | None = None
+
+
+def current_umask() -> int:
+    """The process umask (read once: setting it to read it is not thread-safe, so not done per file)."""
+    global _umask
+    if _umask is None:
+        try:  # Linux shows it without changing it
+            with open("/proc/self/status") as status:
+                _umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return _umask
+
+
 def write_temp(target: Path, data: bytes) -> Path:
     """Write ``data`` to a fresh fsynced temp file next to ``target`` and return its path."""
     fd, name = tempfile.mkstemp(prefix=f"{target.name}{TEMP_MARK}", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; task files all get the mode open() gives
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
@@ -96,7 +114,12 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, dumps_json(obj))
 
 
-def read_json(path: str | os.PathLike[str], *, what: str = "file") -> Any:
+def read_json(
+    path: str | os.PathLike[str],
+    *,
+    what: str = "file",
+    fix: str = "start the task afresh with --wipe_task (this forgets all progress)",
+) -> Any:
     """Parse a JSON file, turning corruption into a TaskFileError that names the file and the way out."""
     path = Path(path)
     try:
@@ -109,8 +132,7 @@ def read_json(path: str | os.PathLike[str], *, what: str = "file") -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TaskFileError(
-            f"The {what} file {path} is corrupt ({exc}); it was not modified. Restore it from a backup, or start "
-            "the task afresh with --wipe_task (this forgets all progress).",
+            f"The {what} file {path} is corrupt ({exc}); it was not modified. Restore it from a backup, or {fix}.",
             str(path),
         ) from None
 
@@ -119,11 +141,14 @@ def is_temp_file(path: str | os.PathLike[str]) -> bool:
     return TEMP_MARK in Path(path).name
 
 
-def cleanup_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temp files a killed process left behind (they are never referenced by committed state)."""
+def cleanup_temp_files(folder: str | os.PathLike[str], owns: Callable[[str], bool]) -> list[Path]:
+    """Delete temp files a killed process left behind (never referenced by committed state).
+
+    Only those ``owns(name)`` accepts: another task sharing the folder may be staging its own right now.
+    """
     removed = []
     for path in Path(folder).iterdir():
-        if is_temp_file(path) and path.is_file():
+        if is_temp_file(path) and owns(path.name) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     if removed:

@@ -25,12 +25,25 @@ def dumps_line(obj: Any) -> bytes:
     return fastjson.dumps(obj) + b"\n"
 
 
-class JsonlAppender:
-    """Appends JSON lines to ``path``, which is trusted only up to ``committed_size`` bytes."""
+WIPE_REQUESTS_FIX = "wipe the pending requests with --wipe_requests (answered samples are kept)"
+WIPE_TASK_FIX = "start the task afresh with --wipe_task (this forgets all progress and the output)"
 
-    def __init__(self, path: str | os.PathLike[str], committed_size: int = 0) -> None:
+
+class JsonlAppender:
+    """Appends JSON lines to ``path``, which is trusted only up to ``committed_size`` bytes.
+
+    ``fix`` is the way out named when the file is shorter than committed (besides restoring it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], committed_size: int = 0, *, fix: str = WIPE_REQUESTS_FIX) -> None:
         self.path = Path(path)
         existed = self.path.exists()
+        if not existed and committed_size > 0:
+            raise TaskFileError(
+                f"{self.path} is missing, but the committed task state says it holds {committed_size} bytes. It was "
+                f"not recreated. Restore it, or {fix}.",
+                str(self.path),
+            )
         try:
             self._file = open(self.path, "ab")  # noqa: SIM115 (closed in close())
         except OSError as exc:
@@ -40,8 +53,7 @@ class JsonlAppender:
             self._file.close()
             raise TaskFileError(
                 f"{self.path} is shorter ({size} bytes) than its committed size ({committed_size} bytes): it was "
-                "truncated or replaced outside gpt_batch_api. Restore it, or wipe the pending requests with "
-                "--wipe_requests.",
+                f"truncated or replaced outside gpt_batch_api. Restore it, or {fix}.",
                 str(self.path),
             )
         if size > committed_size:
@@ -101,22 +113,28 @@ class JsonlAppender:
         self.close()
 
 
-def corrupt_line_error(path: str | os.PathLike[str], offset: int, exc: Exception) -> TaskFileError:
+def corrupt_line_error(
+    path: str | os.PathLike[str], offset: int, exc: Exception, fix: str = WIPE_REQUESTS_FIX
+) -> TaskFileError:
     """The error for a line that is not what it should be: names the file, the byte and the way out."""
     return TaskFileError(
-        f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file or wipe the "
-        "pending requests with --wipe_requests.",
+        f"{path} has a corrupt line at byte {offset} ({exc}). It was not modified; restore the file, or {fix}.",
         str(path),
     )
 
 
-def read_raw_lines(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, line bytes)`` for each complete line in bytes ``[start, end)``; damage raises TaskFileError."""
+def read_raw_lines(
+    path: str | os.PathLike[str], start: int = 0, end: int | None = None, *, fix: str = WIPE_REQUESTS_FIX
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, line bytes)`` for each complete line in bytes ``[start, end)``; damage raises TaskFileError
+    whose message names ``fix`` as the way out (besides restoring the file)."""
     path = Path(path)
     try:
         file = open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
-        raise TaskFileError(f"{path} is missing: it is referred to by the committed task state.", str(path)) from None
+        raise TaskFileError(
+            f"{path} is missing: it is referred to by the committed task state. Restore it, or {fix}.", str(path)
+        ) from None
     with file:
         file.seek(start)
         offset = start
@@ -125,27 +143,28 @@ def read_raw_lines(path: str | os.PathLike[str], start: int = 0, end: int | None
                 break
             if not line.endswith(b"\n"):
                 raise TaskFileError(
-                    f"{path} ends with an incomplete line at byte {offset} (a write was cut off). It was not "
-                    "modified; rerun to let recovery truncate it, or restore the file.",
+                    f"{path} has an incomplete line at byte {offset}, inside its committed part: it was cut short "
+                    f"outside gpt_batch_api. It was not modified; restore the file, or {fix}.",
                     str(path),
                 )
             yield offset, line
             offset += len(line)
         if end is not None and offset < end:
             raise TaskFileError(
-                f"{path} is shorter ({offset} bytes) than its committed size ({end} bytes). Restore it, or wipe "
-                "the pending requests with --wipe_requests.",
+                f"{path} is shorter ({offset} bytes) than its committed size ({end} bytes). Restore it, or {fix}.",
                 str(path),
             )
 
 
-def read_jsonl(path: str | os.PathLike[str], start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
+def read_jsonl(
+    path: str | os.PathLike[str], start: int = 0, end: int | None = None, *, fix: str = WIPE_REQUESTS_FIX
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(offset, object)`` for each line in bytes ``[start, end)``; corruption raises TaskFileError."""
-    for offset, line in read_raw_lines(path, start, end):
+    for offset, line in read_raw_lines(path, start, end, fix=fix):
         try:
             obj = fastjson.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise corrupt_line_error(path, offset, exc) from None
+            raise corrupt_line_error(path, offset, exc, fix) from None
         yield offset, obj
 
 

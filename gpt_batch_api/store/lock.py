@@ -6,11 +6,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import filelock
 
-from ..errors import TaskLockedError
+from ..errors import StopRequested, TaskLockedError
 from .atomic import raise_as_disk_error
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ class TaskLock:
         except OSError:
             return None
 
-    def acquire(self) -> None:
+    def acquire(self, stop_check: Callable[[], bool] | None = None) -> None:
+        """Wait for the lock; ``stop_check()`` true (a Ctrl+C noted by the caller) stops the wait with StopRequested."""
         start = last_note = time.monotonic()
         while True:
+            if stop_check is not None and stop_check():
+                raise StopRequested("stop requested while waiting for the task lock")
             try:
                 self._lock.acquire(timeout=self.poll_interval)
                 break

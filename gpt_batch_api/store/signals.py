@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -47,16 +49,37 @@ class DeferSignals:
 
 
 class StopMonitor:
-    """First SIGINT/SIGTERM sets a flag the loop checks at safe points; a second one interrupts at once."""
+    """First SIGINT/SIGTERM sets a flag the loop checks at safe points; a second one interrupts at once.
+
+    Inside ``interruptible()`` (waiting for the task lock, or for the server on a Batch API call, which a
+    SIGKILL could interrupt just as well) the first signal stops at once too: such a wait may last minutes.
+    """
 
     def __init__(self) -> None:
         self.stop_requested = False
         self._previous: dict[int, Any] = {}
+        self._interruptible = 0
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A section that the first Ctrl+C ends at once with StopRequested (it must be safe to abandon)."""
+        self.check()
+        self._interruptible += 1
+        try:
+            yield
+        finally:
+            self._interruptible -= 1
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.stop_requested:
             raise KeyboardInterrupt
         self.stop_requested = True
+        if self._interruptible:
+            log.warning(
+                "Stop requested (%s): stopping the wait at once (safe: nothing was being written).",
+                signal.Signals(signum).name,
+            )
+            raise StopRequested("stop requested by a signal")
         log.warning(
             "Stop requested (%s): finishing the current step, then saving. Press Ctrl+C again to stop at once "
             "(also safe: the task resumes from its last commit).",

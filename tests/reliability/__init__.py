@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
+from gpt_batch_api.store.layout import TaskLayout
 from tests.support.helpers import read_task_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,10 +114,11 @@ class TaskSpec:
     kind: str = "char_codes"
     num: int = 0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task_prefix: str | None = None  # another prefix than the task's own (tasks sharing a folder)
 
     @property
     def prefix(self) -> str:
-        return "char_codes" if self.kind == "char_codes" else "numbers"
+        return self.task_prefix or ("char_codes" if self.kind == "char_codes" else "numbers")
 
     def samples(self) -> list[str]:
         if self.kind == "char_codes":
@@ -134,7 +136,7 @@ class TaskSpec:
         if self.kind == "char_codes":
             cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "char_codes"]
             cmd += ["--task_dir", str(task_dir), "--client_base_url", base_url, "--openai_api_key", api_key]
-            cmd += ["--no_wandb", "--no_progress"]
+            cmd += ["--no_wandb", "--no_progress"] + (["--task_prefix", self.task_prefix] if self.task_prefix else [])
             for key, value in self.options.items():
                 if value is True:
                     cmd.append(f"--{key}")
@@ -142,7 +144,8 @@ class TaskSpec:
                     cmd += [f"--{key}", str(value)]
             return cmd
         cmd = [sys.executable, "-m", "tests.support.numbers_task", "--task_dir", str(task_dir), "--base_url", base_url]
-        return cmd + ["--num", str(self.num), "--chunk", "50", "--options", json.dumps(self.options)]
+        cmd += ["--num", str(self.num), "--chunk", "50", "--options", json.dumps(self.options)]
+        return cmd + (["--prefix", self.task_prefix] if self.task_prefix else [])
 
     def start(self, task_dir: Path, base_url: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO), **(env or {})}
@@ -262,12 +265,12 @@ class Audit:
 def read_output(spec: TaskSpec, task_dir: Path) -> list[tuple[str, Any, str | None]]:
     """(sample, answer without retry counts, error) for every output record, in file order."""
     if spec.kind == "char_codes":
-        data = json.loads((task_dir / "char_codes_output.json").read_text())
+        data = json.loads((task_dir / f"{spec.prefix}_output.json").read_text())
         chars = data.get("chars", data) if isinstance(data, dict) else {}
         return [(char, (info["code_point"], info["name"], info["name_correct"]), None) for char, info in chars.items()]
     from tests.support.helpers import read_records
 
-    return [(r.sample, r.value, r.error) for r in read_records(task_dir)]
+    return [(r.sample, r.value, r.error) for r in read_records(task_dir, spec.prefix)]
 
 
 def double_pushed(sim: Simulator) -> int:
@@ -298,9 +301,12 @@ def audit(spec: TaskSpec, task_dir: Path, sim: Simulator | None) -> Audit:
     state = json.loads((task_dir / f"{spec.prefix}_state.json").read_text())
     if state["batches"] or state["queue"]["num_requests"]:
         result.state_problems.append("the requester state still has batches or queued requests")
+    layout = TaskLayout(task_dir, spec.prefix)
     for path in task_dir.iterdir():
         name = path.name
-        if ".tmp-" in name or name.endswith("_journal.json") or "_batch_" in name:
+        if not layout.owns(name.split(".tmp-")[0]):  # another task's file (tasks may share the folder)
+            continue
+        if ".tmp-" in name or name.endswith("_journal.json") or "_batch_" in name[len(spec.prefix) :]:
             result.stray_files.append(name)
     if sim is not None:
         result.double_pushed = double_pushed(sim)

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAST_BATCHES = {"validating_s": 0.05, "in_progress_s": 0.15, "finalizing_s": 0.05}
 
 
-def read_records(task_dir: Path) -> list[NumberRecord]:
-    return list(DataclassListOutputFile.read_entries(str(task_dir / "numbers_output"), NumberRecord))
+def read_records(task_dir: Path, prefix: str = "numbers") -> list[NumberRecord]:
+    return list(DataclassListOutputFile.read_entries(str(task_dir / f"{prefix}_output"), NumberRecord))
 
 
 def read_task_state(task_dir: Path, prefix: str = "numbers") -> dict[str, Any]:
@@ -46,13 +46,13 @@ def run_numbers_subprocess(
     return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def assert_complete(task_dir: Path, num: int) -> list[NumberRecord]:
+def assert_complete(task_dir: Path, num: int, prefix: str = "numbers") -> list[NumberRecord]:
     """Every sample has exactly one output record, and the task state agrees with the output."""
-    records = read_records(task_dir)
+    records = read_records(task_dir, prefix)
     samples = [r.sample for r in records]
     assert len(samples) == len(set(samples)), "a sample was written twice"
     assert sorted(samples) == [f"s{i:06d}" for i in range(num)], "samples are missing"
-    state = read_task_state(task_dir)
+    state = read_task_state(task_dir, prefix)
     ok = {r.sample for r in records if r.error is None}
     assert set(state["succeeded_samples"]) == ok
     assert set(state["failed_samples"]) == {r.sample for r in records if r.error is not None}

@@ -44,12 +44,13 @@ class NumbersTask(TaskManager):
         *,
         chunk: int = 50,
         reject_every: int = 0,
+        prefix: str = "numbers",
         model: str = "gpt-4o-mini",
         **kwargs,
     ):
         super().__init__(
             task_dir,
-            "numbers",
+            prefix,
             DataclassListOutputFile.output_factory(NumberRecord),
             init_meta={"model": model, "num_samples": num_samples},
             **kwargs,
@@ -120,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, default=100)
     parser.add_argument("--chunk", type=int, default=50)
     parser.add_argument("--reject_every", type=int, default=0)
+    parser.add_argument("--prefix", default="numbers", help="prefix of the task's files")
     parser.add_argument("--options", default="{}", help="requester/task options as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     options = {"wandb": False, "progress": False, "client_base_url": args.base_url, "openai_api_key": "sk-test"}
     options.update(json.loads(args.options))
-    task = NumbersTask(args.task_dir, args.num, chunk=args.chunk, reject_every=args.reject_every, **options)
+    task = NumbersTask(
+        args.task_dir, args.num, chunk=args.chunk, reject_every=args.reject_every, prefix=args.prefix, **options
+    )
     try:
         return 0 if task.run() else 3
     except (StopRequested, KeyboardInterrupt):

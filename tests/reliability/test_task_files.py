@@ -1,0 +1,156 @@
+"""Missing and damaged task files: every file x {missing, empty, truncated, garbage, wrong type}.
+
+A task is stopped part-way (answers in the output, requests in the queue, cut batches on disk), one of its
+files is damaged from outside, and the task is run again. Each case must end in a refusal (a TaskFileError
+naming the file and a way out) whose advised fix, run by the test, completes the task with every sample
+exactly once and no answer bought twice unless the fix itself forgets the answers (``--wipe_task``).
+Nothing is ever silently started afresh.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpt_batch_api.errors import TaskFileError
+from gpt_batch_api.simulator import Simulator, SimulatorConfig
+from gpt_batch_api.verify import verify_task
+
+from ..support.helpers import FAST_BATCHES, REPO, assert_complete
+from ..support.numbers_task import NumbersTask
+from . import Ledger
+
+NUM = 60
+BATCH = {"min_batch_requests": 1, "max_batch_requests": 10, "remote_update_interval": 0.2}
+
+
+def make_task(task_dir: Path, base_url: str, **options: Any) -> NumbersTask:
+    base = {"wandb": False, "progress": False, "client_base_url": base_url, "openai_api_key": "sk-test"}
+    return NumbersTask(str(task_dir), NUM, chunk=10, **{**base, **BATCH, **options})
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """A task with 20 answers in its output, 20 requests queued and 2 cut batches not yet pushed."""
+    task_dir = tmp_path_factory.mktemp("template")
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(**FAST_BATCHES), responder=ledger) as sim:
+        assert make_task(task_dir, sim.base_url, max_session_requests=20).run() is False
+        assert make_task(task_dir, sim.base_url, max_remote_batches=0, max_unpushed_batches=2).run() is False
+    names = {p.name for p in task_dir.iterdir()}
+    assert {"numbers_batch_000003.jsonl", "numbers_batch_000003_info.jsonl", "numbers_output.jsonl"} <= names
+    return task_dir, {key: len(times) for key, times in ledger.answers.items()}
+
+
+FILES = [
+    "numbers_task.json",
+    "numbers_task_log_0001.jsonl",
+    "numbers_state.json",
+    "numbers_queue_0000.jsonl",
+    "numbers_output.jsonl",
+    "numbers_batch_000003.jsonl",
+    "numbers_batch_000003_info.jsonl",
+]
+
+
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "missing":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2 + 7])  # cut inside a line
+    elif how == "garbage":
+        path.write_bytes((b"\x00\xffnot json at all\n" * (len(data) // 17 + 1))[: len(data)])
+    elif how == "wrong_type":
+        path.write_bytes(b"[]" if path.suffix == ".json" else b"[]\n")
+    else:
+        raise ValueError(how)
+
+
+def advised_fix(message: str) -> str:
+    fixes = re.findall(r"--wipe_(?:task|requests)", message)
+    assert fixes, f"the message names no fix: {message}"
+    return fixes[0][2:]
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "garbage", "wrong_type"])
+@pytest.mark.parametrize("name", FILES)
+def test_damaged_file_is_refused_and_the_advised_fix_works(tmp_path, template, name, how):
+    source, answered_before = template
+    task_dir = tmp_path / "task"
+    shutil.copytree(source, task_dir)
+    damage(task_dir / name, how)
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(**FAST_BATCHES), responder=ledger) as sim:
+        with pytest.raises(TaskFileError) as refused:
+            make_task(task_dir, sim.base_url).run()
+        message = str(refused.value)
+        assert name in message, message
+        assert not ledger.answers, "nothing may be sent before the refusal"
+        fix = advised_fix(message)
+        damaged = [f for f in verify_task(task_dir, "numbers") if not f.ok]
+        assert damaged, "python -m gpt_batch_api.verify found nothing wrong"
+        assert fix in " ".join(f.fix for f in damaged)
+        assert make_task(task_dir, sim.base_url, force_direct=True, **{fix: True}).run() is True
+    assert_complete(task_dir, NUM)
+    assert all(f.ok for f in verify_task(task_dir, "numbers")), verify_task(task_dir, "numbers")
+    again = {key: len(times) for key, times in ledger.answers.items()}
+    assert max(again.values()) == 1, "a sample was bought twice in the run with the fix"
+    if fix == "wipe_requests":  # answers already in the output are kept, never bought again
+        assert not set(again) & set(answered_before), "--wipe_requests bought answered samples again"
+
+
+def test_a_task_without_any_file_starts_fresh_and_a_lock_file_alone_is_no_task(tmp_path):
+    (tmp_path / "numbers.lock").write_bytes(b"")
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        assert make_task(tmp_path, sim.base_url).run() is True
+    assert_complete(tmp_path, NUM)
+
+
+# ------------------------------------------------------------------------------ the demo: no raw traceback
+
+
+def demo(task_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "char_codes", "--simulate"]
+    cmd += ["--no_wandb", "--no_progress", "--task_dir", str(task_dir), *flags]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [
+        ("char_codes_output.json", "missing"),
+        ("char_codes_output.json", "wrong_type"),
+        ("char_codes_output.json", "garbage"),
+        ("char_codes_state.json", "missing"),
+        ("char_codes_task.json", "missing"),
+        ("char_codes_task_log_0001.jsonl", "truncated"),
+    ],
+)
+def test_demo_refuses_a_damaged_file_without_traceback_and_the_fix_works(tmp_path, name, how):
+    first = demo(tmp_path, "--force_direct", "--max_session_requests", "60")
+    assert first.returncode == 0, first.stderr
+    damage(tmp_path / name, how)
+    refused = demo(tmp_path)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 1, out
+    assert "Traceback" not in out and name in out, out
+    verify_cmd = re.search(r"python -m gpt_batch_api\.verify .*", out)
+    assert verify_cmd, out
+    verify = subprocess.run([sys.executable, *verify_cmd.group(0).split()[1:]], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert verify.returncode == 1 and name in verify.stdout and "DAMAGED" in verify.stdout, verify.stdout
+    done = demo(tmp_path, f"--{advised_fix(out)}")
+    assert done.returncode == 0 and "Task complete" in done.stdout + done.stderr, done.stderr
+    assert re.search(r"Task complete: 12[45] samples succeeded", done.stderr), done.stderr[-2000:]
+    again = subprocess.run([sys.executable, *verify_cmd.group(0).split()[1:]], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0 and "Every file is intact" in again.stdout, again.stdout
