@@ -209,3 +209,13 @@ def test_simulate_without_wandb_mode_says_wandb_is_off(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wandb is off with --simulate: pass --wandb or set WANDB_MODE=offline" in proc.stderr
     assert not (tmp_path / "task" / "wandb").exists()
+
+
+def test_utterance_meta_given_once_is_kept_without_a_warning(tmp_path, sim):
+    task_dir = tmp_path / "utt"
+    first = ["--task", "utterance_emotion", "--no_run", "--opinions_min", "2", "--opinions_max", "4"]
+    proc = demo(task_dir, *first, base_url=sim.base_url)
+    assert proc.returncode == 0, proc.stderr
+    proc = demo(task_dir, "--task", "utterance_emotion", "--no_run", base_url=sim.base_url)
+    assert proc.returncode == 0 and "Ignored" not in proc.stderr, proc.stderr
+    assert "opinions_min=2, opinions_max=4, confidence=0.78" in proc.stdout
