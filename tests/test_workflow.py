@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,25 @@ def test_utterance_meta_given_once_is_kept_without_a_warning(tmp_path, sim):
     proc = demo(task_dir, "--task", "utterance_emotion", "--no_run", base_url=sim.base_url)
     assert proc.returncode == 0 and "Ignored" not in proc.stderr, proc.stderr
     assert "opinions_min=2, opinions_max=4, confidence=0.78" in proc.stdout
+
+
+def test_a_batch_gone_from_the_server_is_reported_once_and_resent(tmp_path):
+    """The simulator's state file deleted after Ctrl+C: the rerun finds its batch gone and says so in one line."""
+    task_dir = tmp_path / "task"
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "char_codes", "--simulate",
+           "--task_dir", str(task_dir), "--no_progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Pushed batch 1 " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    (task_dir / "char_codes_simulator.json").unlink()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("is gone from the server") == 1, proc.stderr
+    assert "its 1140 requests are sent again, without using their retries" in proc.stderr
+    assert "MissingResult" not in proc.stderr and "Task complete: 1140 samples succeeded, 0 failed" in proc.stderr
