@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Any
 
-from .errors import GPTBatchError, StopRequested, TaskFileError
+from .errors import ConfigError, GPTBatchError, StopRequested, TaskFileError
 from .logs import configure_logging
 from .options import HelpFormatter, add_task_arguments, task_kwargs
 
@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"
+    )
+    parser.add_argument(
+        "--max_samples",
+        metavar="NUM",
+        type=int,
+        help="Only the first NUM samples, for a quick try; a later run without it adds the rest (default: all: "
+        "1,140 characters, 45 utterances)",
     )
     meta = parser.add_argument_group("Task metadata (fixed at the first run; change with --reinit_meta)")
     meta.add_argument("--model", help="Model (default: gpt-4o-mini)")
@@ -91,6 +98,10 @@ def make_task(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> 
     kwargs = task_kwargs(args)
     kwargs["endpoint"] = args.chat_endpoint
     kwargs["name_prefix"] = args.task_prefix or args.task
+    if args.max_samples is not None:
+        if args.max_samples < 1:
+            raise ConfigError(f"--max_samples must be >= 1 (got {args.max_samples}).")
+        kwargs["max_samples"] = args.max_samples
     for name in ("model", "max_completion_tokens", "completion_ratio", "temperature", "top_p"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)

@@ -242,3 +242,12 @@ def test_a_batch_gone_from_the_server_is_reported_once_and_resent(tmp_path):
     assert proc.stderr.count("is gone from the server") == 1, proc.stderr
     assert "its 1140 requests are sent again, without using their retries" in proc.stderr
     assert "MissingResult" not in proc.stderr and "Task complete: 1140 samples succeeded, 0 failed" in proc.stderr
+
+
+def test_max_samples_is_a_quick_try_and_a_rerun_without_it_adds_the_rest(tmp_path, sim):
+    task_dir = tmp_path / "task"
+    proc = demo(task_dir, "--max_samples", "10", "--min_batch_requests", "1", base_url=sim.base_url)
+    assert proc.returncode == 0 and "Task complete: 10 samples succeeded" in proc.stderr, proc.stderr[-3000:]
+    proc = demo(task_dir, "--min_batch_requests", "1", base_url=sim.base_url)
+    assert proc.returncode == 0 and "Task complete: 1140 samples succeeded" in proc.stderr, proc.stderr[-3000:]
+    assert_one_clear_error(demo(tmp_path / "bad", "--max_samples", "0", "--simulate"), "--max_samples must be >= 1")
