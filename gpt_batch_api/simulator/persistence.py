@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..store.atomic import atomic_write_bytes
+from ..store.atomic import TEMP_MARK, atomic_write_bytes
 from .batches_api import _Batch, _Plan
 from .files_api import StoredFile
 
@@ -46,6 +47,8 @@ class SimulatorStateFile:
 
     def load(self, sim: Simulator) -> None:
         """Restore the files and batches saved by an earlier simulator (nothing if there is no file)."""
+        for stale in self.path.parent.glob(glob.escape(self.path.name) + TEMP_MARK + "*"):
+            stale.unlink(missing_ok=True)  # a save cut short by a kill: the file itself is intact
         try:
             data = json.loads(self.path.read_bytes())
             if data.get("version") != VERSION:
