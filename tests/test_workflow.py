@@ -251,3 +251,18 @@ def test_max_samples_is_a_quick_try_and_a_rerun_without_it_adds_the_rest(tmp_pat
     proc = demo(task_dir, "--min_batch_requests", "1", base_url=sim.base_url)
     assert proc.returncode == 0 and "Task complete: 1140 samples succeeded" in proc.stderr, proc.stderr[-3000:]
     assert_one_clear_error(demo(tmp_path / "bad", "--max_samples", "0", "--simulate"), "--max_samples must be >= 1")
+
+
+@pytest.mark.parametrize("mode", ["batch", "direct"])
+@pytest.mark.parametrize(("task", "samples"), [("char_codes", 1140), ("utterance_emotion", 45)])
+def test_both_demos_complete_on_simulate_in_both_modes(tmp_path, task, samples, mode):
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", task, "--simulate", "--task_dir",
+           str(tmp_path / "t"), "--no_progress"] + (["--force_direct"] if mode == "direct" else [])  # fmt: skip
+    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Task complete: {samples} samples succeeded, 0 failed" in proc.stderr, proc.stderr[-3000:]
+    totals = json.loads((tmp_path / "t" / f"{task}_state.json").read_text())["totals"]
+    if mode == "batch":
+        assert totals["pushed_batches"] >= 1
+    else:
+        assert totals["pushed_batches"] == 0 and totals["direct_batches"] >= 1
