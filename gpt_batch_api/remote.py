@@ -423,10 +423,11 @@ class RemoteMixin(RequesterBase):
                 continue
             if remote == "missing":
                 log.warning(
-                    "Remote batch %s of batch %d no longer exists (deleted by someone else): its "
-                    "requests will be retried",
+                    "Remote batch %s of batch %d is gone from the server (deleted there, or a local server that "
+                    "restarted without its state): its %d requests are sent again, without using their retries",
                     batch.remote.batch_id,
                     batch.id,
+                    batch.num_requests,
                 )
                 batch.remote.status = "missing"
                 batch.status = BatchStatus.FINISHED

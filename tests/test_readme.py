@@ -99,7 +99,7 @@ def test_quick_start_demo_survives_ctrl_c_at_random_moments(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode in (0, 130), err[-3000:]
-        assert "Traceback" not in err and "no longer exists" not in err, err[-3000:]
+        assert "Traceback" not in err and "is gone from the server" not in err, err[-3000:]
         interrupted += proc.returncode == 130
     proc = subprocess.run(demo_argv(task_dir), env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -201,3 +201,20 @@ def test_safe_steps_do_what_they_say_in_order(tmp_path, sim):
     check_demo_output(task_dir)
     proc = run_step(commands[8], args_value, sim)  # the status at any time
     assert "samples: 1140 committed" in proc.stdout and "meta: " in proc.stdout
+
+
+def test_a_base_url_without_v1_stops_with_the_cause_and_the_fixed_url_completes(tmp_path, sim):
+    """README (local servers): the same 404 on every request stops the run, names the cause, fails no sample."""
+    task_dir = tmp_path / "task"
+    base = ["-m", "gpt_batch_api.task_manager_demo", "--task", "utterance_emotion", "--task_dir", str(task_dir),
+            "--no_progress", "--no_wandb", "--force_direct"]  # fmt: skip
+    env = {k: v for k, v in env_for(sim).items() if k != "OPENAI_BASE_URL"}
+    wrong = sim.base_url.removesuffix("/v1")
+    proc = subprocess.run([sys.executable, *base, "--client_base_url", wrong], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and "does it end in /v1?" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not load_task_state(task_dir / "utterance_emotion_task.json").failed_samples
+    proc = subprocess.run([sys.executable, *base, "--client_base_url", sim.base_url], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "Task complete: 45 samples succeeded" in proc.stderr, proc.stderr[-3000:]

@@ -84,12 +84,14 @@ class CharCodesTask(TaskManager):
         completion_ratio: float | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        max_samples: int | None = None,
         **kwargs: Any,
     ):
         # Meta values left as None take the defaults on a new task and keep the stored ones on an existing task.
         given = {"model": model, "max_completion_tokens": max_completion_tokens,
                  "completion_ratio": completion_ratio, "temperature": temperature, "top_p": top_p}  # fmt: skip
         self.given_meta = {key: value for key, value in given.items() if value is not None}
+        self.characters = CHARACTERS[:max_samples]  # all of them unless a quick try asks for fewer
         super().__init__(
             task_dir,
             kwargs.pop("name_prefix", "char_codes"),
@@ -107,7 +109,7 @@ class CharCodesTask(TaskManager):
 
     def generate_requests(self) -> bool:
         meta = self.T.meta
-        for char in CHARACTERS:
+        for char in self.characters:
             if char in self.T.committed_samples:
                 continue
             self.add_request(

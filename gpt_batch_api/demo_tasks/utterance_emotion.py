@@ -81,6 +81,7 @@ class UtteranceEmotionTask(TaskManager):
         opinions_min: int | None = None,
         opinions_max: int | None = None,
         confidence: float | None = None,
+        max_samples: int | None = None,
         **kwargs: Any,
     ):
         # Meta values left as None take the defaults on a new task and keep the stored ones on an existing task.
@@ -95,7 +96,7 @@ class UtteranceEmotionTask(TaskManager):
             init_meta={**self.DEFAULT_META, **self.given_meta},
             **kwargs,
         )
-        self.utterances = load_utterances()
+        self.utterances = load_utterances()[:max_samples]  # all of them unless a quick try asks for fewer
 
     def requested_meta(self) -> dict[str, Any]:
         return dict(self.given_meta)
