@@ -1,23 +1,26 @@
 """Turn one result line (Batch API output/error line, or a direct call recorded in that shape) into a ResultInfo.
 
 Rules: HTTP 200 bodies are read by the endpoint (refusals, finish reasons, parse failures, choice counts);
-408/409/429/5xx and transport errors are retryable; other 4xx are fatal; ``batch_expired`` and
+error answers are read by ``error_kinds.error_kind`` (status, type, code and message): rate limits, 408/409/
+5xx and transport errors are retryable, other 4xx are fatal (``same_refusal`` turns one identical refusal of
+every request of a batch into a configuration error instead, see there); ``batch_expired`` and
 ``batch_cancelled`` are retryable without counting towards ``max_retries``; a missing or malformed line is
 a retryable error for that request only, never for the whole batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .endpoints import Endpoint
+from .error_kinds import ErrorKind, error_fields, error_kind
 from .request import GPTRequestInfo, GPTRequestItem
 from .results import ErrorInfo, ResponseInfo, ResultInfo
 
-__all__ = ["FREE_RETRY_CODES", "classify"]
+__all__ = ["FREE_RETRY_CODES", "classify", "same_refusal"]
 
 FREE_RETRY_CODES = frozenset({"batch_expired", "batch_cancelled"})
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 def _error_message(body: Any) -> str:
@@ -90,5 +93,38 @@ def _classify_response(
     if status == 200:
         info.err_info = ErrorInfo(False, "ResponseError", "MalformedBody", "the response body is not a JSON object")
         return
-    fatal = not (status in RETRYABLE_STATUS or (isinstance(status, int) and status >= 500))
-    info.err_info = ErrorInfo(fatal, "ResponseError", f"HTTP{status}", _error_message(body))
+    kind = error_kind(status if isinstance(status, int) else None, body)
+    fatal = kind not in (ErrorKind.RATE_LIMIT, ErrorKind.SERVER)
+    type_, code, _ = error_fields(body)
+    info.err_info = ErrorInfo(
+        fatal,
+        "ResponseError",
+        f"HTTP{status}",
+        _error_message(body),
+        data={"status": status, "kind": kind.value, "type": type_, "code": code, "body": body},
+    )
+
+
+def same_refusal(infos: Iterable[ResultInfo]) -> ErrorInfo | None:
+    """The refusal that every request of a batch got, if they all got the same one (else None).
+
+    One identical 4xx for every request says the server refuses the configuration (URL, key, model, a
+    gateway's settings), not the requests: a 401/403/404 or a quota error even for a single request, any
+    other 4xx for two requests or more. Rate limits and server errors never count: they pass.
+    """
+    errors = [info.err_info for info in infos]
+    first = errors[0] if errors else None
+    if first is None or not isinstance(first.data, dict) or "kind" not in first.data:
+        return None
+    signature = (first.data["status"], first.data["type"], first.data["code"])
+    for err in errors:
+        data = err.data if err is not None else None
+        if not isinstance(data, dict) or (data.get("status"), data.get("type"), data.get("code")) != signature:
+            return None
+    kind = ErrorKind(first.data["kind"])
+    status = first.data["status"]
+    if kind in (ErrorKind.RATE_LIMIT, ErrorKind.SERVER) or not isinstance(status, int) or not 400 <= status < 500:
+        return None
+    if kind == ErrorKind.REQUEST and len(errors) < 2:
+        return None
+    return first

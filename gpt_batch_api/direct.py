@@ -11,8 +11,9 @@ Retries live here, not in the SDK: each call is made with ``max_retries=0`` and 
 429/5xx and connection errors with exponential backoff (honouring ``retry-after``), up to
 ``max_attempts``. A call that still fails becomes an error line (the requester then decides, per request,
 whether it is retried in a later batch). Some errors stop the run at once, after in-flight answers are
-recorded: a rejected API key, ``insufficient_quota``, and a server that answered nothing while a request
-used up its attempts (unreachable: recording an error would only burn the request's retries).
+recorded: a rejected API key, ``insufficient_quota``, a 404 for the URL or the model (``error_kinds``), and
+a server that answered nothing while a request used up its attempts (unreachable: recording an error would
+only burn the request's retries).
 
 Calls are paced from the ``x-ratelimit-*`` headers (``ratelimit.RateLimitGate``): when the minute's budget
 would not cover the calls in flight, new calls wait for it to refill, and a 429 pauses every call.
@@ -35,7 +36,8 @@ from typing import Any
 
 import openai
 
-from .errors import AuthenticationError, ConfigError, QuotaExceededError
+from .error_kinds import ErrorKind, advice, error_kind
+from .errors import AuthenticationError, ConfigError, QuotaExceededError, ServerRefusedError
 from .ratelimit import RateLimitGate
 from .remote import describe_connection_error, translate_api_error
 from .store import fastjson
@@ -277,6 +279,15 @@ class DirectExecutor:
                 error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
                 if isinstance(error, AuthenticationError | QuotaExceededError):
                     raise _Fatal(error) from None
+                kind = error_kind(exc.status_code, exc.body)
+                if kind in (ErrorKind.URL, ErrorKind.MODEL):  # every other call would get the same: stop now
+                    model = body.get("model") if isinstance(body.get("model"), str) else None
+                    why = advice(
+                        kind, exc.status_code, exc.body, path=path, base_url=str(self._client.base_url), model=model
+                    )
+                    raise _Fatal(
+                        ServerRefusedError(f"Stopped before marking any request failed: {why}.", exc.status_code)
+                    ) from None
                 status = exc.status_code
                 retryable = status in RETRYABLE_STATUS or status >= 500
                 if not retryable or attempt >= self.max_attempts:

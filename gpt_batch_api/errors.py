@@ -9,6 +9,8 @@
     - ``AuthenticationError``: the API key is missing or wrong (401).
     - ``QuotaExceededError``: the account is out of credit (429 ``insufficient_quota``).
     - ``BatchAPIUnavailableError``: the server has no Files/Batches API (use ``--force_direct``).
+    - ``ServerRefusedError``: every request got the same refusal (a wrong URL, model or gateway setting):
+      the run stops without using up samples or retries.
   - ``LimitError``: a configured limit makes progress impossible (e.g. one request above a batch limit).
   - ``ProcessingError``: results could not be processed (too many failed passes, failed batches).
 - ``StopRequested``: control flow, not an error: Ctrl+C asked the run to stop at the next safe point.
@@ -25,6 +27,7 @@ __all__ = [
     "LimitError",
     "ProcessingError",
     "QuotaExceededError",
+    "ServerRefusedError",
     "StopRequested",
     "TaskFileError",
     "TaskLockedError",
@@ -74,6 +77,11 @@ class QuotaExceededError(APIError):
 
 class BatchAPIUnavailableError(APIError):
     """The server does not offer the Files/Batches API (e.g. a local model server)."""
+
+
+class ServerRefusedError(APIError):
+    """The server refuses the configuration (404 for the URL, an unknown model, the same 4xx for every request
+    of a batch): nothing was marked failed; fix the cause named in the message and rerun."""
 
 
 class LimitError(GPTBatchError):

@@ -101,6 +101,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         # pooled request id -> what its answer should hold: (structured output class, number of outputs)
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
         self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
+        self.congestion_tokens: int | None = None  # prompt tokens in flight that fit, learned from refusals
         self.entered = False
 
     # ------------------------------------------------------------------ lifecycle

@@ -13,11 +13,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .classify import classify
+from .classify import classify, same_refusal
 from .costs import usage_tokens
-from .errors import ProcessingError
+from .error_kinds import ErrorKind, advice
+from .errors import ProcessingError, ServerRefusedError
 from .events import BATCH_PROCESSED
 from .gc_control import gc_paused
 from .logs import LogSummarizer
@@ -103,9 +104,37 @@ class ProcessingMixin(RequesterBase):
     def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult:
         """Collect ``batch``, hand it to ``handler`` (the task), then commit retries, totals and cleanup."""
         result = self.collect(batch)
+        refusal = same_refusal(result.infos.values())
+        if refusal is not None:
+            self._give_back_refused(batch, result, refusal)
         handler(result)
         self._finalize(batch, result)
         return result
+
+    def _give_back_refused(self, batch: BatchState, result: BatchResult, refusal: ErrorInfo) -> NoReturn:
+        """Every request got the same refusal: the configuration is wrong, not the requests. Put the batch
+        back as if never sent (no sample marked failed, no retry used) and stop with the likely cause."""
+        data = refusal.data
+        first = next(iter(result.infos.values()))
+        model = first.item.req.payload.get("model")
+        why = advice(
+            ErrorKind(data["kind"]),
+            data["status"],
+            data["body"],
+            path=self.endpoint.path.removeprefix("/v1"),
+            base_url=str(self.client.base_url),
+            model=model if isinstance(model, str) else None,
+        )
+        self.unpush(batch)
+        self.commit()
+        for path in (self.layout.batch_results(batch.id), self.layout.batch_errors(batch.id)):
+            path.unlink(missing_ok=True)
+        self.cleanup_remote()
+        raise ServerRefusedError(
+            f"Batch {batch.id}: all {len(result.infos)} requests got the same refusal, so none was marked failed "
+            f"and no retry was used: {why}.",
+            data["status"],
+        )
 
     def collect(self, batch: BatchState) -> BatchResult:
         """Read a finished batch's local files into a BatchResult (no state is changed)."""

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import openai
 
+from .error_kinds import ErrorKind, error_kind
 from .errors import APIError, AuthenticationError, BatchAPIUnavailableError, QuotaExceededError, TaskFileError
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
@@ -36,19 +37,22 @@ T = TypeVar("T")
 
 
 def translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
-    """Our error for an SDK error, with a message that names the fix."""
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return AuthenticationError(
-            f"{what}: the API key was rejected ({exc.status_code}). Check OPENAI_API_KEY or --openai_api_key.",
-            exc.status_code,
-        )
-    if isinstance(exc, openai.RateLimitError) and _error_code(exc) == "insufficient_quota":
-        return QuotaExceededError(
-            f"{what}: the account is out of credit (insufficient_quota). Add credit or raise the usage limit "
-            "on the OpenAI billing page, then rerun the same command.",
-            429,
-        )
+    """Our error for an SDK error, with a message that names the fix (read by ``error_kind``: a gateway
+    may answer a quota or key problem with another status)."""
     if isinstance(exc, openai.APIStatusError):
+        kind = error_kind(exc.status_code, exc.body)
+        if kind == ErrorKind.AUTH:
+            return AuthenticationError(
+                f"{what}: the API key was rejected ({exc.status_code}: {exc.message}). Check OPENAI_API_KEY or "
+                "--openai_api_key (through a gateway: the gateway's key).",
+                exc.status_code,
+            )
+        if kind == ErrorKind.QUOTA:
+            return QuotaExceededError(
+                f"{what}: the account is out of credit (insufficient_quota). Add credit or raise the usage limit "
+                "on the OpenAI billing page (or the gateway's budget), then rerun the same command.",
+                exc.status_code,
+            )
         return APIError(f"{what} failed with HTTP {exc.status_code}: {exc.message}", exc.status_code)
     if isinstance(exc, openai.APIConnectionError):
         _, detail = describe_connection_error(exc)
@@ -117,6 +121,9 @@ class RemoteMixin(RequesterBase):
         if self.congested_since is not None:
             return "token_limit_exceeded (waiting for running batches to finish)"
         remote = self.S.batches_in(BatchStatus.PUSHING, BatchStatus.REMOTE)
+        in_flight = sum(other.tokens_input for other in remote)
+        if self.congestion_tokens is not None and in_flight and in_flight + batch.tokens_input > self.congestion_tokens:
+            return f"token_limit_exceeded (about {self.congestion_tokens} tokens fit in flight)"
         if len(remote) >= self.limits.max_remote_batches:
             return "max_remote_batches"
         this = Amounts(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
@@ -215,7 +222,7 @@ class RemoteMixin(RequesterBase):
                 what = f"create batch {batch.id}"
                 transient = isinstance(exc, openai.APIConnectionError | openai.InternalServerError)
                 if isinstance(exc, openai.RateLimitError):
-                    transient = _error_code(exc) != "insufficient_quota"
+                    transient = error_kind(exc.status_code, exc.body) != ErrorKind.QUOTA
                 if not transient:
                     raise self._api_error(exc, what) from exc
                 found = self._find_remote_batch(batch)
@@ -329,8 +336,7 @@ class RemoteMixin(RequesterBase):
             except openai.OpenAIError as exc:
                 raise translate_api_error(exc, f"poll batch {batch.id}", str(self.client.base_url)) from exc
             self._update_remote_info(batch, remote)
-            if remote.status in TERMINAL_STATUSES:
-                self._finish(batch)
+            if remote.status in TERMINAL_STATUSES and self._finish(batch):
                 ended += 1
         self.events.emit(REMOTE_PROGRESS, batches=self.remote_progress())
         if ended and self.congested_since is not None:
@@ -353,11 +359,13 @@ class RemoteMixin(RequesterBase):
             for b in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)
         ]
 
-    def _finish(self, batch: BatchState) -> None:
+    def _finish(self, batch: BatchState) -> bool:
+        """Download an ended batch; False if it was refused for congestion (it did not run, so it frees no
+        room: counting it as ended would lift the congestion wait it just caused)."""
         info = batch.remote
         if info.status == "failed" and any(e.get("code") == "token_limit_exceeded" for e in info.errors):
             self._requeue_congested(batch)
-            return
+            return False
         for file_id, path in (
             (info.output_file_id, self.layout.batch_results(batch.id)),
             (info.error_file_id, self.layout.batch_errors(batch.id)),
@@ -379,6 +387,7 @@ class RemoteMixin(RequesterBase):
             info.completed,
             info.failed,
         )
+        return True
 
     def _requeue_congested(self, batch: BatchState) -> None:
         """token_limit_exceeded is congestion, not failure: keep the batch local and push it again later."""
@@ -388,20 +397,40 @@ class RemoteMixin(RequesterBase):
             "this.",
             batch.id,
         )
-        if batch.remote.file_id:
-            self.S.remote_cleanup.append(batch.remote.file_id)
-        totals = self.S.totals
-        totals.pushed_requests -= batch.num_requests
-        totals.pushed_tokens -= batch.tokens_input
-        totals.pushed_cost -= batch.cost
-        totals.pushed_batches -= 1
-        self.session.add(-batch.num_requests, -batch.tokens_input, -batch.cost, -batch.size)
-        batch.status = BatchStatus.LOCAL
-        batch.push_started_at = None
-        batch.remote = RemoteInfo()
+        # What was running when the batch was refused is about what fits: push no more than that at once
+        # (without this, every batch cut meanwhile is pushed the moment one ends, and most are refused).
+        accepted = sum(
+            other.tokens_input
+            for other in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)  # finished: in this poll
+            if other.id != batch.id and other.remote.status not in ("validating", "failed")
+        )
+        if accepted:
+            self.congestion_tokens = min(accepted, self.congestion_tokens or accepted)
+        self.unpush(batch)
         self.congested_since = time.time()
         self.commit()
         self.cleanup_remote()
+
+    def unpush(self, batch: BatchState) -> None:
+        """Undo a push whose requests got no usable answer: the batch is local again (a direct one unstarted),
+        out of the pushed totals and the session's spending, its remote files marked for deletion. The
+        caller commits."""
+        info = batch.remote
+        self.S.remote_cleanup.extend(f for f in (info.file_id, info.output_file_id, info.error_file_id) if f)
+        if batch.push_started_at is not None or batch.status != BatchStatus.DIRECT:
+            totals = self.S.totals
+            totals.pushed_requests -= batch.num_requests
+            totals.pushed_tokens -= batch.tokens_input
+            totals.pushed_cost -= batch.cost
+            if batch.status == BatchStatus.DIRECT:
+                totals.direct_batches -= 1
+            else:
+                totals.pushed_batches -= 1
+            self.session.add(-batch.num_requests, -batch.tokens_input, -batch.cost, -batch.size)
+        if batch.status != BatchStatus.DIRECT:
+            batch.status = BatchStatus.LOCAL
+        batch.push_started_at = None
+        batch.remote = RemoteInfo()
 
     def congestion_expired(self) -> None:
         """With nothing running on the remote, congestion cannot clear by itself: retry after a pause."""

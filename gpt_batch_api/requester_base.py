@@ -39,6 +39,7 @@ class RequesterBase:
         session: Amounts
         session_processed_failed: int
         congested_since: float | None
+        congestion_tokens: int | None
         stop_check: Callable[[], bool]
         _queue: JsonlAppender | None
         _pending_deletes: list[Path]
@@ -73,6 +74,8 @@ class RequesterBase:
         def note_blocked(self, reason: str | None) -> None: ...
 
         def cleanup_remote(self) -> None: ...
+
+        def unpush(self, batch: BatchState) -> None: ...
 
         def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult: ...
 

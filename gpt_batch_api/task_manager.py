@@ -241,7 +241,7 @@ class TaskManager(Generic[OutputT]):
             self._wipe_task()
         elif gr.opts.wipe_requests:
             self._wipe_requests()
-        elif self.reinit_meta and not fresh:
+        if self.reinit_meta and not fresh and not gr.opts.wipe_task:  # with --wipe_requests too (a model typo)
             log.warning("Reinitialising the task meta (--reinit_meta)")
             self.T.meta = dict(self.init_meta)
             gr.commit(with_task=True)

@@ -79,6 +79,11 @@ def test_token_limit_exceeded_is_congestion_not_failure(tmp_path, sim):
     sim.config.enqueued_token_limit = 3000  # about two batches of 40 small requests
     assert make_task(tmp_path, sim, 200, max_remote_batches=10).run() is True
     assert_complete(tmp_path, 200)
+    creates = len(sim.stats()["batches"])
+    refused = sum(b["status"] == "failed" for b in sim.stats()["batches"])
+    # 5 batches of 40 are needed: a refusal must not lift the congestion wait in the same poll, which
+    # pushed again at once (16 refusals and 23 creates for a task that needs 4-7 before the fix)
+    assert creates <= 2 * 5, f"{creates} batches created ({refused} refused) for 5 needed"
 
 
 def test_server_without_batch_api_suggests_force_direct(tmp_path, sim):

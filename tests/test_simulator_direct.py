@@ -149,7 +149,9 @@ def test_responses_endpoint(client):
 
 def test_embeddings_endpoint(client):
     result = client.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"])
-    assert [d.index for d in result.data] == [0, 1] and len(result.data[0].embedding) == 8
+    assert [d.index for d in result.data] == [0, 1] and len(result.data[0].embedding) == 1536, "the real default"
+    large = client.embeddings.create(model="text-embedding-3-large", input="alpha")
+    assert len(large.data[0].embedding) == 3072
     assert result.usage.prompt_tokens == 2
     again = client.embeddings.create(model="text-embedding-3-small", input="alpha", encoding_format="float")
     assert again.data[0].embedding == pytest.approx(result.data[0].embedding, rel=1e-6), "vectors are deterministic"
@@ -165,6 +167,35 @@ def test_models(client):
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
+
+
+def test_refuses_what_the_real_api_refuses(client):
+    """Each case with the real status, error code and the parameter named, so a typo cannot pass a test."""
+    with pytest.raises(openai.NotFoundError) as typo:
+        client.chat.completions.create(model="gpt-4o-minii", messages=[{"role": "user", "content": "Hi"}])
+    assert typo.value.code == "model_not_found" and "gpt-4o-minii" in typo.value.message
+    cases = [
+        ({"temperature": 5}, "temperature"),
+        ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}},
+         "response_format.json_schema.name"),
+    ]  # fmt: skip
+    for extra, param in cases:
+        kwargs = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], **extra}
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(**kwargs)
+        assert refused.value.param == param and refused.value.type == "invalid_request_error", extra
+    with pytest.raises(openai.BadRequestError) as fmt:
+        client.responses.create(model="gpt-4o-mini", input="Hi", text={"format": {"type": "json_schema", "schema": {}}})
+    assert fmt.value.param == "text.format.name"
+    with pytest.raises(openai.BadRequestError) as hexed:
+        client.embeddings.create(model="text-embedding-3-small", input="a", encoding_format="hex")  # type: ignore[arg-type]
+    assert hexed.value.param == "encoding_format"
+    with pytest.raises(openai.BadRequestError) as wide:
+        client.embeddings.create(model="text-embedding-3-small", input="a", dimensions=2000)
+    assert wide.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="gpt-4o-mini", input="a")
 
 
 def test_bad_request_body(client):

@@ -27,6 +27,7 @@ from .tokens import (
     encoding_for,
     responses_input_tokens,
 )
+from .validation import EMBEDDING_MODELS, validate_request
 
 __all__ = ["ENDPOINTS", "MODELS", "Answerer", "Responder", "model_object"]
 
@@ -48,7 +49,6 @@ MODELS = (
     "text-embedding-3-small",
     "text-embedding-3-large",
 )
-EMBEDDING_DIMENSIONS = 8  # small on purpose: the vectors are fake, only their shape matters
 
 
 def model_object(model: str, server_kind: str = "openai") -> dict[str, Any]:
@@ -108,6 +108,8 @@ class Answerer:
         """Return ``(response body, prompt tokens)`` for ``endpoint``; raises ApiError for a bad request."""
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
+        if endpoint in ENDPOINTS:
+            validate_request(endpoint, body, MODELS)
         if endpoint == "/v1/chat/completions":
             return self.chat(body, malformed)
         if endpoint == "/v1/responses":
@@ -274,7 +276,7 @@ class Answerer:
             "metadata": body.get("metadata") or {},
             "usage": {
                 "input_tokens": input_tokens,
-                "input_tokens_details": {"cached_tokens": cached},
+                "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
                 "output_tokens": output_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": input_tokens + output_tokens,
@@ -287,9 +289,7 @@ class Answerer:
         inputs = embedding_inputs(body)
         if not inputs or any(item in ("", []) for item in inputs):
             raise ApiError(400, "'input' must be a non-empty string or a list of non-empty inputs.", param="input")
-        dims = body.get("dimensions") or EMBEDDING_DIMENSIONS
-        if not isinstance(dims, int) or dims < 1:
-            raise ApiError(400, f"Invalid 'dimensions': expected a positive integer, got {dims!r}.", param="dimensions")
+        dims = body.get("dimensions") or EMBEDDING_MODELS[model]
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for index, item in enumerate(inputs):

@@ -37,12 +37,21 @@ class NumberRecord:
 class NumbersTask(TaskManager):
     """Asks for one number per sample; records every final answer (or failure) once in the output."""
 
-    def __init__(self, task_dir: str, num_samples: int, *, chunk: int = 50, reject_every: int = 0, **kwargs):
+    def __init__(
+        self,
+        task_dir: str,
+        num_samples: int,
+        *,
+        chunk: int = 50,
+        reject_every: int = 0,
+        model: str = "gpt-4o-mini",
+        **kwargs,
+    ):
         super().__init__(
             task_dir,
             "numbers",
             DataclassListOutputFile.output_factory(NumberRecord),
-            init_meta={"model": "gpt-4o-mini", "num_samples": num_samples},
+            init_meta={"model": model, "num_samples": num_samples},
             **kwargs,
         )
         self.chunk = chunk
