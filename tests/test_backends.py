@@ -258,3 +258,24 @@ def test_without_the_anthropic_sdk_one_line_says_how_to_install():
     # The advised extra exists and brings the SDK.
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert any(r.startswith("anthropic") for r in pyproject["project"]["optional-dependencies"]["anthropic"])
+
+
+def test_anthropic_account_errors_are_named_with_their_fix(tmp_path):
+    import anthropic
+
+    from gpt_batch_api.errors import AuthenticationError, QuotaExceededError
+
+    config = SimulatorConfig(require_api_key="sk-ant-right")
+    with Simulator(config) as sim:
+        base = sim.base_url.removesuffix("/v1")
+        wrong = AnthropicBatchBackend(anthropic.Anthropic(api_key="sk-ant-wrong", base_url=base, max_retries=0))
+        batch_file = _batch_file(tmp_path, wrong, 1, 1)
+        with pytest.raises(AuthenticationError, match="Check ANTHROPIC_API_KEY"):
+            wrong.submit(batch_file, BatchTag("k" * 32, 1), 1)
+        right = AnthropicBatchBackend(anthropic.Anthropic(api_key="sk-ant-right", base_url=base, max_retries=0))
+        sim.config.insufficient_quota = True
+        with pytest.raises(QuotaExceededError, match="Add credit"):
+            right.submit(batch_file, BatchTag("k" * 32, 1), 1)
+        sim.config.insufficient_quota = False  # the advised fix (credit added): the same call now works
+        assert right.submit(batch_file, BatchTag("k" * 32, 1), 1).total == 1
+    assert sim.anthropic.batches.all() and len(sim.anthropic.batches.all()) == 1

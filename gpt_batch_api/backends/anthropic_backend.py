@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ..error_kinds import ErrorKind, error_kind
 from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError
 from ..store.atomic import atomic_write_bytes
 from .base import BatchTag, CandidatesUnresolved, DownloadSummary, ForeignResults, RemoteBatch, RemoteStatus
@@ -69,7 +70,7 @@ class AnthropicBatchBackend:
         if client is None:
             key = api_key or os.environ.get("ANTHROPIC_API_KEY")
             if not key:
-                raise ConfigError("No Anthropic API key: set ANTHROPIC_API_KEY or pass --anthropic_api_key.")
+                raise ConfigError("No Anthropic API key: set ANTHROPIC_API_KEY.")
             client = sdk.Anthropic(api_key=key, base_url=base_url)
         self.client = client
 
@@ -79,15 +80,16 @@ class AnthropicBatchBackend:
         sdk = self._sdk
         try:
             return call(*args, **kwargs)
-        except (sdk.AuthenticationError, sdk.PermissionDeniedError) as exc:
-            raise AuthenticationError(
-                f"{what}: the Anthropic API key was rejected ({exc.status_code}). Check ANTHROPIC_API_KEY or "
-                "--anthropic_api_key.",
-                exc.status_code,
-            ) from exc
         except sdk.APIStatusError as exc:
             message = _error_message(exc)
-            if "credit balance" in message:
+            kind = error_kind(exc.status_code, exc.body)  # read like OpenAI's, gateways included
+            if kind == ErrorKind.AUTH:
+                raise AuthenticationError(
+                    f"{what}: the Anthropic API key was rejected ({exc.status_code}: {message}). Check "
+                    "ANTHROPIC_API_KEY, then rerun the same command.",
+                    exc.status_code,
+                ) from exc
+            if kind == ErrorKind.QUOTA:
                 raise QuotaExceededError(
                     f"{what}: the Anthropic account is out of credit ({message}). Add credit in the Anthropic "
                     "console (Plans & Billing), then rerun the same command.",
