@@ -119,12 +119,7 @@ class AnthropicAPI:
         store = self.batches
         if method == "POST" and not rest:
             answer = store.create(_json(raw), len(raw))
-            config = self.sim.config
-            with self.sim.lock:
-                lose = config.lose_next_create_responses > 0
-                if lose:
-                    config.lose_next_create_responses -= 1
-            if lose:
+            if self.sim.take_lost_create():
                 raise LostResponse
             return _ok(answer)
         if method == "GET" and not rest:

@@ -178,6 +178,14 @@ class Simulator:
             error = {"type": "error", "error": {"type": "api_error", "message": f"Simulator error: {exc}"}}
             return 500, json.dumps(error).encode(), {}, "application/json"
 
+    def take_lost_create(self) -> bool:
+        """Whether this batch create's answer is to be lost (``lose_next_create_responses``)."""
+        with self.lock:
+            lose = self.config.lose_next_create_responses > 0
+            if lose:
+                self.config.lose_next_create_responses -= 1
+        return lose
+
     def _check_account(self, headers: Any) -> None:
         config = self.config
         if config.require_api_key is not None:
@@ -305,7 +313,10 @@ class Simulator:
 
     def _batches(self, method: str, path: str, rest: list[str], query: dict, raw: bytes) -> tuple:
         if method == "POST" and not rest:
-            return _ok(self.batches.create(_json_body(raw)))
+            created = self.batches.create(_json_body(raw))
+            if self.take_lost_create():
+                raise _Drop
+            return _ok(created)
         if method == "GET" and not rest:
             return _ok(self.batches.list(query))
         if method == "GET" and len(rest) == 1:
