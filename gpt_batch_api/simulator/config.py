@@ -44,6 +44,8 @@ class SimulatorConfig:
     http_500_rate: float = 0.0
     http_429_rate: float = 0.0
     drop_connection_rate: float = 0.0  # close the socket without answering
+    http_529_rate: float = 0.0  # Anthropic /v1/messages calls answered 529 overloaded_error
+    lose_next_create_responses: int = 0  # the next N batch creates (either API) succeed, then the answer is lost
     batch_api_faults: bool = False
     malformed_json_rate: float = 0.0  # direct structured-output answers whose content is not valid JSON
     # Account
