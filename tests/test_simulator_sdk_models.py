@@ -248,6 +248,8 @@ FAULTS: dict[str, Any] = {
     "http_500_rate": 0.5,
     "http_429_rate": 0.5,
     "drop_connection_rate": 0.5,
+    "http_529_rate": 1.0,  # Anthropic routes only: OpenAI answers must stay valid
+    "lose_next_create_responses": 1,
     "batch_api_faults": True,
     "malformed_json_rate": 1.0,
     "insufficient_quota": True,
