@@ -67,7 +67,15 @@ class TokenCoster:
 
 
 def usage_tokens(usage: dict[str, Any]) -> tuple[int, int, int, int]:
-    """``(input, cached, output, reasoning)`` tokens of one ``usage`` (chat, responses or embeddings shape)."""
+    """``(input, cached, output, reasoning)`` tokens of one ``usage`` (chat, responses, embeddings or Anthropic).
+
+    Anthropic's ``input_tokens`` leaves out cache reads and cache writes; they are added back here (cache
+    writes at the plain input price: Anthropic bills them 25 % higher, not modelled yet).
+    """
+    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+        read = int(usage.get("cache_read_input_tokens") or 0)
+        written = int(usage.get("cache_creation_input_tokens") or 0)
+        return int(usage.get("input_tokens") or 0) + read + written, read, int(usage.get("output_tokens") or 0), 0
     prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
     output = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
     in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}

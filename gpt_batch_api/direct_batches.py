@@ -20,7 +20,7 @@ from .limits import Amounts
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
-from .store.jsonl import read_jsonl
+from .store.jsonl import corrupt_line_error, read_jsonl
 
 __all__ = ["DirectBatchesMixin"]
 
@@ -126,10 +126,14 @@ class DirectBatchesMixin(RequesterBase):
 
     def _submit_direct(self, batch: BatchState) -> None:
         """Hand the requests of ``batch`` that have no recorded answer to the flow."""
+        self._check_batch_file(batch)  # damaged from outside: refuse before sending (and paying for) anything
         journal_path = self.layout.batch_results(batch.id)
         answered = set()
         if journal_path.exists():
-            answered = {line["custom_id"] for _, line in read_jsonl(journal_path)}
+            for offset, line in read_jsonl(journal_path):
+                if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+                    raise corrupt_line_error(journal_path, offset, ValueError("not a result line"))
+                answered.add(line["custom_id"])
         pending = [
             (line["custom_id"], line["body"])
             for _, line in read_jsonl(self.layout.batch_input(batch.id))

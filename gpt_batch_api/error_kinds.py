@@ -16,7 +16,7 @@ import enum
 import re
 from typing import Any
 
-__all__ = ["ErrorKind", "advice", "error_fields", "error_kind"]
+__all__ = ["STOPS_RUN", "ErrorKind", "advice", "error_fields", "error_kind"]
 
 
 class ErrorKind(enum.StrEnum):
@@ -31,13 +31,17 @@ class ErrorKind(enum.StrEnum):
 
 STOPS_RUN = frozenset({ErrorKind.QUOTA, ErrorKind.AUTH, ErrorKind.URL, ErrorKind.MODEL})
 
-_QUOTA = re.compile(r"insufficient_quota|exceeded your current quota|check your plan and billing", re.I)
+_QUOTA = re.compile(
+    r"insufficient_quota|exceeded your current quota|check your plan and billing|credit balance is too low", re.I
+)  # the last: Anthropic's words
 _AUTH_CODES = frozenset({"invalid_api_key", "no_db_connection", "authentication_error", "invalid_authentication"})
 _AUTH = re.compile(
     r"incorrect api key|invalid api key|authentication error|no api key|invalid proxy server token", re.I
 )
 _MODEL_CODES = frozenset({"model_not_found"})
-_MODEL = re.compile(r"\bmodel\b[^.]*\b(does not exist|not found)|invalid model name|no such model", re.I)
+_MODEL = re.compile(
+    r"\bmodel\b[^.]*\b(does not exist|not found)|invalid model name|no such model|^model: \S+$", re.I
+)  # the last: Anthropic's not_found_error for an unknown model
 
 
 def error_fields(body: Any) -> tuple[str | None, str | None, str]:

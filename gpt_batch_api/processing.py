@@ -238,14 +238,17 @@ class ProcessingMixin(RequesterBase):
         for info in infos:
             for warn in info.warn_infos:
                 warnings.log(logging.WARNING, warn.subtype, f"Batch {batch.id} request {info.req_id}: {warn.msg}")
-            if info.err_info is not None and info.err_info.subtype not in (
-                "batch_expired",
-                "batch_cancelled",
-            ):
+            err = info.err_info
+            # Expired/cancelled lines and the requests of a vanished batch are reported once per batch elsewhere.
+            per_batch = err is not None and (
+                err.subtype in ("batch_expired", "batch_cancelled")
+                or (err.subtype == "MissingResult" and batch.remote.status == "missing")
+            )
+            if err is not None and not per_batch:
                 errors.log(
-                    logging.ERROR if info.err_info.fatal else logging.WARNING,
-                    info.err_info.subtype,
-                    f"Batch {batch.id} request {info.req_id}: {info.err_info.subtype}: {info.err_info.msg}",
+                    logging.ERROR if err.fatal else logging.WARNING,
+                    err.subtype,
+                    f"Batch {batch.id} request {info.req_id}: {err.subtype}: {err.msg}",
                 )
             if (
                 verbose == "always"

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import openai
 
 from .downloads import download_file
-from .error_kinds import ErrorKind, error_kind
+from .error_kinds import STOPS_RUN, ErrorKind, error_kind
 from .errors import (
     APIError,
     AuthenticationError,
@@ -45,7 +45,9 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 META_TASK = "gpt_batch_api_task"
 META_BATCH = "gpt_batch_api_batch"
 CREATE_ATTEMPTS = 5
+CREATE_RETRY_DELAY_S = 1.0  # the first pause between create attempts; doubled after each
 DOWNLOAD_ATTEMPTS = 3
+DOWNLOAD_RETRY_DELAY_S = 0.5  # pause before the second download attempt; then one more step each time
 # Polling a batch may fail for a while (a gateway's 502s, an HTML page): keep polling, and stop with advice
 # only when it has failed POLL_FAILURES times in a row over at least POLL_GIVE_UP_S seconds.
 POLL_FAILURES = 10
@@ -151,6 +153,13 @@ class RemoteMixin(RequesterBase):
 
     def _api_error(self, exc: Exception, what: str) -> Exception:
         if isinstance(exc, openai.NotFoundError) and what.startswith(("upload", "create batch", "list batches")):
+            if not str(self.client.base_url).rstrip("/").endswith("/v1"):  # most often the URL, not the server
+                return BatchAPIUnavailableError(
+                    f"{what}: the URL answers 404 for /files. Check --client_base_url "
+                    f"{redact(str(self.client.base_url))}: does it end in /v1? (A local server without a Batch "
+                    "API needs --force_direct as well.)",
+                    404,
+                )
             return BatchAPIUnavailableError(
                 f"{what}: the server at {redact(str(self.client.base_url))} has no Files/Batches API (HTTP 404). Local "
                 "OpenAI-compatible servers (Ollama, vLLM, llama.cpp) only offer the direct API: rerun with "
@@ -254,9 +263,7 @@ class RemoteMixin(RequesterBase):
         if batch.remote.file_id is None:
             with open(self.layout.batch_input(batch.id), "rb") as file:
                 uploaded = self._api(
-                    f"upload of batch {batch.id}",
-                    lambda: self.client.files.create(file=(self._remote_filename(batch), file), purpose="batch"),
-                    openai.types.FileObject,
+                    f"upload of batch {batch.id}", lambda: self._upload(batch, file), openai.types.FileObject
                 )
             batch.remote.file_id = uploaded.id
             self.commit()
@@ -268,9 +275,24 @@ class RemoteMixin(RequesterBase):
         self.events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.id, num_requests=batch.num_requests)
         log.info("Pushed batch %d as %s (%d requests)", batch.id, remote.id, batch.num_requests)
 
+    def _upload(self, batch: BatchState, file: Any) -> Any:
+        """Upload the batch file. A first try without the SDK's retries: an answer that no retry can change
+        (quota, key, URL) stops at once rather than after the SDK's back-off; anything else is tried again
+        with them."""
+        name = self._remote_filename(batch)
+        try:
+            return self.client.with_options(max_retries=0).files.create(file=(name, file), purpose="batch")
+        except openai.APIStatusError as exc:
+            if error_kind(exc.status_code, exc.body) in STOPS_RUN:
+                raise
+        except openai.APIConnectionError:
+            pass
+        file.seek(0)
+        return self.client.files.create(file=(name, file), purpose="batch")
+
     def _create_remote_batch(self, batch: BatchState) -> Any:
         client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
-        delay = 1.0
+        delay = CREATE_RETRY_DELAY_S
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             what = f"create batch {batch.id}"
             try:
@@ -402,10 +424,11 @@ class RemoteMixin(RequesterBase):
                 continue
             if remote == "missing":
                 log.warning(
-                    "Remote batch %s of batch %d no longer exists (deleted by someone else): its "
-                    "requests will be retried",
+                    "Remote batch %s of batch %d is gone from the server (deleted there, or a local server that "
+                    "restarted without its state): its %d requests are sent again, without using their retries",
                     batch.remote.batch_id,
                     batch.id,
+                    batch.num_requests,
                 )
                 batch.remote.status = "missing"
                 batch.status = BatchStatus.FINISHED
@@ -558,7 +581,7 @@ class RemoteMixin(RequesterBase):
             if attempt < DOWNLOAD_ATTEMPTS:
                 log.warning("%s; downloading again", problem)
                 with self.interruptible():
-                    time.sleep(min(0.5 * attempt, 2.0))
+                    time.sleep(min(DOWNLOAD_RETRY_DELAY_S * attempt, 2.0))
         raise APIError(
             f"{problem}. The results of batch {batch.id} ({batch.remote.batch_id}) could not be downloaded intact "
             f"after {DOWNLOAD_ATTEMPTS} tries. The batch is kept as it is and nothing is bought again: rerun the same "

@@ -57,6 +57,8 @@ class RequesterBase:
 
         def commit(self, *, with_task: bool = False) -> None: ...
 
+        def _check_batch_file(self, batch: BatchState) -> None: ...
+
         def queue_line(
             self,
             line: bytes,

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError, StopRequested, TaskFileError
@@ -36,6 +37,7 @@ from .requester_state import BatchStatus
 from .results import BatchResult
 from .status import status_report
 from .store.jsonl import WIPE_TASK_FIX
+from .store.layout import TaskLayout
 from .store.signals import StopMonitor
 from .store.transaction import Transaction
 from .task_state import TaskState, TaskStateFiles
@@ -83,9 +85,10 @@ class TaskManager(Generic[OutputT]):
         if wipe_failed:
             gpt_requester_kwargs["wipe_requests"] = True  # wiping failed samples implies wiping requests
         wiping = any(gpt_requester_kwargs.get(name) for name in ("wipe_requests", "wipe_task")) or reinit_meta
-        if not run and not wiping:
-            # --no_run only shows the status: read the files as a dry run does, without the lock (a running
-            # process may hold it for hours) and without changing anything.
+        if not run and not wiping and TaskLayout(Path(task_dir), name_prefix).task_state.exists():
+            # --no_run on a task that exists only shows the status: read the files as a dry run does, without
+            # the lock (a running process may hold it for hours) and without changing anything. (On a new
+            # task it creates the task and fixes its meta, as the README's first steps do.)
             gpt_requester_kwargs["dryrun"] = True
         self.events = EventBus()
         self.GR = GPTRequester(task_dir, name_prefix, events=self.events, **gpt_requester_kwargs)

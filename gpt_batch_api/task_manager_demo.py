@@ -17,9 +17,11 @@ import signal
 import sys
 from typing import Any
 
-from .errors import GPTBatchError, StopRequested, TaskFileError
+from .errors import ConfigError, GPTBatchError, StopRequested, TaskFileError
 from .logs import configure_logging
 from .options import HelpFormatter, add_task_arguments, task_kwargs
+
+DEMO_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")  # the demos build their payload for each
 
 log = logging.getLogger("gpt_batch_api.demo")
 
@@ -47,30 +49,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="Folder for the task's lock, state, queue, batch and output files (created)",
     )
     parser.add_argument(
-        "--chat_endpoint", metavar="ENDPOINT", default="/v1/chat/completions", help="Chat completions endpoint"
+        "--chat_endpoint",
+        choices=DEMO_ENDPOINTS,
+        default="/v1/chat/completions",
+        help="Endpoint the demo's requests go to (default: /v1/chat/completions)",
     )
     parser.add_argument(
         "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"
     )
+    parser.add_argument(
+        "--max_samples",
+        metavar="NUM",
+        type=int,
+        help="Only the first NUM samples, for a quick try; a later run without it adds the rest (default: all: "
+        "1,140 characters, 45 utterances)",
+    )
     meta = parser.add_argument_group("Task metadata (fixed at the first run; change with --reinit_meta)")
     meta.add_argument("--model", help="Model (default: gpt-4o-mini)")
-    meta.add_argument("--max_completion_tokens", metavar="NUM", type=int, help="Output token limit per request")
+    meta.add_argument(
+        "--max_completion_tokens",
+        metavar="NUM",
+        type=int,
+        help="Output token limit per request (default: char_codes 96, utterance_emotion 128)",
+    )
     meta.add_argument(
         "--completion_ratio",
         metavar="RATIO",
         type=finite_float,
         help="Expected share of max_completion_tokens used, for cost and limit predictions (default: 0.5)",
     )
-    meta.add_argument("--temperature", metavar="TEMP", type=finite_float, help="Sampling temperature")
-    meta.add_argument("--top_p", metavar="MASS", type=finite_float, help="Nucleus sampling mass")
-    meta.add_argument("--opinions_min", metavar="NUM", type=int, default=3, help="Fewest opinions per utterance")
-    meta.add_argument("--opinions_max", metavar="NUM", type=int, default=5, help="Most opinions per utterance")
+    meta.add_argument(
+        "--temperature",
+        metavar="TEMP",
+        type=finite_float,
+        help="Sampling temperature (default: char_codes 0.2, utterance_emotion 0.9)",
+    )
+    meta.add_argument("--top_p", metavar="MASS", type=finite_float, help="Nucleus sampling mass (default: 1.0)")
+    meta.add_argument("--opinions_min", metavar="NUM", type=int, help="Fewest opinions per utterance (default: 3)")
+    meta.add_argument("--opinions_max", metavar="NUM", type=int, help="Most opinions per utterance (default: 5)")
     meta.add_argument(
         "--confidence",
         metavar="RATIO",
         type=finite_float,
-        default=0.78,
-        help="Majority share needed for a clear opinion",
+        help="Majority share needed for a clear opinion (default: 0.78)",
     )
     add_task_arguments(parser)
     return parser
@@ -82,6 +103,10 @@ def make_task(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> 
     kwargs = task_kwargs(args)
     kwargs["endpoint"] = args.chat_endpoint
     kwargs["name_prefix"] = args.task_prefix or args.task
+    if args.max_samples is not None:
+        if args.max_samples < 1:
+            raise ConfigError(f"--max_samples must be >= 1 (got {args.max_samples}).")
+        kwargs["max_samples"] = args.max_samples
     for name in ("model", "max_completion_tokens", "completion_ratio", "temperature", "top_p"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)

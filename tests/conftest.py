@@ -9,3 +9,5 @@ os.environ["WANDB_SILENT"] = "true"
 os.environ["WANDB_DISABLE_STATS"] = "true"
 os.environ.pop("OPENAI_API_KEY", None)  # a test must never spend a user's money
 os.environ.pop("OPENAI_BASE_URL", None)
+os.environ.pop("ANTHROPIC_API_KEY", None)
+os.environ.pop("ANTHROPIC_BASE_URL", None)

@@ -9,7 +9,12 @@ import json
 import pytest
 
 from gpt_batch_api.error_kinds import ErrorKind, error_kind
-from gpt_batch_api.errors import AuthenticationError, QuotaExceededError, ServerRefusedError
+from gpt_batch_api.errors import (
+    AuthenticationError,
+    BatchAPIUnavailableError,
+    QuotaExceededError,
+    ServerRefusedError,
+)
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
 from .support.helpers import FAST_BATCHES, assert_complete, read_task_state
@@ -59,6 +64,15 @@ def test_force_direct_without_v1_asks_for_v1_and_marks_nothing_failed(tmp_path, 
     assert_nothing_consumed(tmp_path)
     assert NumbersTask(str(tmp_path), 60, client_base_url=sim.base_url, force_direct=True, **OPTIONS).run() is True
     assert all(r.error is None for r in assert_complete(tmp_path, 60))
+
+
+def test_batch_mode_without_v1_asks_for_v1_and_the_fixed_url_completes(tmp_path, sim):
+    no_v1 = sim.base_url.removesuffix("/v1")
+    with pytest.raises(BatchAPIUnavailableError, match="does it end in /v1"):
+        NumbersTask(str(tmp_path), 30, client_base_url=no_v1, **OPTIONS).run()
+    assert_nothing_consumed(tmp_path)
+    assert NumbersTask(str(tmp_path), 30, client_base_url=sim.base_url, **OPTIONS).run() is True
+    assert all(r.error is None for r in assert_complete(tmp_path, 30))
 
 
 class HotTask(NumbersTask):

@@ -30,7 +30,7 @@ def test_readme_example_type_checks_and_misuse_is_caught(tmp_path):
     example = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
     (tmp_path / "readme_example.py").write_text(example)
     # The same task with a wrong output row: only a typed TaskManager (not Any) can catch it.
-    misuse = example.replace("self.D.append(Row(country, None))", "self.D.append(\"not a Row\")")
+    misuse = example.replace("self.D.append(Row(country, None))", 'self.D.append("not a Row")')
     assert misuse != example
     (tmp_path / "misuse.py").write_text(misuse)
     command = [sys.executable, "-m", "mypy", "--no-error-summary", "--cache-dir", str(ROOT / ".mypy_cache")]

@@ -100,7 +100,7 @@ def test_quick_start_demo_survives_ctrl_c_at_random_moments(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode in (0, 130), err[-3000:]
-        assert "Traceback" not in err and "no longer exists" not in err, err[-3000:]
+        assert "Traceback" not in err and "is gone from the server" not in err, err[-3000:]
         interrupted += proc.returncode == 130
     proc = subprocess.run(demo_argv(task_dir), env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -234,3 +234,20 @@ def test_local_server_guide_runs_against_the_simulator_configured_like_a_local_s
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Task complete" in proc.stderr + proc.stdout, proc.stderr[-3000:]
     assert "cost 0.0000" in proc.stderr + proc.stdout  # zero prices: nothing is counted as spent
+
+
+def test_a_base_url_without_v1_stops_with_the_cause_and_the_fixed_url_completes(tmp_path, sim):
+    """README (local servers): the same 404 on every request stops the run, names the cause, fails no sample."""
+    task_dir = tmp_path / "task"
+    base = ["-m", "gpt_batch_api.task_manager_demo", "--task", "utterance_emotion", "--task_dir", str(task_dir),
+            "--no_progress", "--no_wandb", "--force_direct"]  # fmt: skip
+    env = {k: v for k, v in env_for(sim).items() if k != "OPENAI_BASE_URL"}
+    wrong = sim.base_url.removesuffix("/v1")
+    proc = subprocess.run([sys.executable, *base, "--client_base_url", wrong], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and "does it end in /v1?" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not load_task_state(task_dir / "utterance_emotion_task.json").failed_samples
+    proc = subprocess.run([sys.executable, *base, "--client_base_url", sim.base_url], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "Task complete: 45 samples succeeded" in proc.stderr, proc.stderr[-3000:]

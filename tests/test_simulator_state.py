@@ -68,3 +68,11 @@ def test_every_simulator_option_says_what_it_means_and_its_unit(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "seconds a new batch stays 'validating' (default: 1.0)" in out
     assert "milliseconds added to every direct call" in out and "--state_file" in out
+
+
+def test_a_save_cut_short_by_a_kill_leaves_no_temp_file_behind(tmp_path):
+    state = tmp_path / "x_simulator.json"
+    (tmp_path / "x_simulator.json.tmp-k1ll3d").write_text("{partial")
+    with Simulator(SimulatorConfig(), state_path=state):
+        pass
+    assert list(tmp_path.iterdir()) == []

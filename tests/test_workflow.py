@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,59 @@ def test_simulate_without_wandb_mode_says_wandb_is_off(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wandb is off with --simulate: pass --wandb or set WANDB_MODE=offline" in proc.stderr
     assert not (tmp_path / "task" / "wandb").exists()
+
+
+def test_utterance_meta_given_once_is_kept_without_a_warning(tmp_path, sim):
+    task_dir = tmp_path / "utt"
+    first = ["--task", "utterance_emotion", "--no_run", "--opinions_min", "2", "--opinions_max", "4"]
+    proc = demo(task_dir, *first, base_url=sim.base_url)
+    assert proc.returncode == 0, proc.stderr
+    proc = demo(task_dir, "--task", "utterance_emotion", "--no_run", base_url=sim.base_url)
+    assert proc.returncode == 0 and "Ignored" not in proc.stderr, proc.stderr
+    assert "opinions_min=2, opinions_max=4, confidence=0.78" in proc.stdout
+
+
+def test_a_batch_gone_from_the_server_is_reported_once_and_resent(tmp_path):
+    """The simulator's state file deleted after Ctrl+C: the rerun finds its batch gone and says so in one line."""
+    task_dir = tmp_path / "task"
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "char_codes", "--simulate",
+           "--task_dir", str(task_dir), "--no_progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "Pushed batch 1 " in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    (task_dir / "char_codes_simulator.json").unlink()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("is gone from the server") == 1, proc.stderr
+    assert "its 1140 requests are sent again, without using their retries" in proc.stderr
+    assert "MissingResult" not in proc.stderr and "Task complete: 1140 samples succeeded, 0 failed" in proc.stderr
+
+
+def test_max_samples_is_a_quick_try_and_a_rerun_without_it_adds_the_rest(tmp_path, sim):
+    task_dir = tmp_path / "task"
+    proc = demo(task_dir, "--max_samples", "10", "--min_batch_requests", "1", base_url=sim.base_url)
+    assert proc.returncode == 0 and "Task complete: 10 samples succeeded" in proc.stderr, proc.stderr[-3000:]
+    proc = demo(task_dir, "--min_batch_requests", "1", base_url=sim.base_url)
+    assert proc.returncode == 0 and "Task complete: 1140 samples succeeded" in proc.stderr, proc.stderr[-3000:]
+    assert_one_clear_error(demo(tmp_path / "bad", "--max_samples", "0", "--simulate"), "--max_samples must be >= 1")
+
+
+@pytest.mark.parametrize("mode", ["batch", "direct"])
+@pytest.mark.parametrize(("task", "samples"), [("char_codes", 1140), ("utterance_emotion", 45)])
+def test_both_demos_complete_on_simulate_in_both_modes(tmp_path, task, samples, mode):
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", task, "--simulate", "--task_dir",
+           str(tmp_path / "t"), "--no_progress"] + (["--force_direct"] if mode == "direct" else [])  # fmt: skip
+    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Task complete: {samples} samples succeeded, 0 failed" in proc.stderr, proc.stderr[-3000:]
+    totals = json.loads((tmp_path / "t" / f"{task}_state.json").read_text())["totals"]
+    if mode == "batch":
+        assert totals["pushed_batches"] >= 1
+    else:
+        assert totals["pushed_batches"] == 0 and totals["direct_batches"] >= 1

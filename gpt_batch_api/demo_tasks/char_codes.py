@@ -17,6 +17,7 @@ from ..output_files import DataclassOutputFile
 from ..request import CachedGPTRequest, GPTRequest
 from ..results import BatchResult
 from ..task_manager import TaskManager
+from .payloads import structured_payload
 
 # The nine blocks the reference library's demo asks about (1,140 printable characters), so the two
 # libraries can be compared on the same requests.
@@ -83,12 +84,14 @@ class CharCodesTask(TaskManager):
         completion_ratio: float | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
+        max_samples: int | None = None,
         **kwargs: Any,
     ):
         # Meta values left as None take the defaults on a new task and keep the stored ones on an existing task.
         given = {"model": model, "max_completion_tokens": max_completion_tokens,
                  "completion_ratio": completion_ratio, "temperature": temperature, "top_p": top_p}  # fmt: skip
         self.given_meta = {key: value for key, value in given.items() if value is not None}
+        self.characters = CHARACTERS[:max_samples]  # all of them unless a quick try asks for fewer
         super().__init__(
             task_dir,
             kwargs.pop("name_prefix", "char_codes"),
@@ -106,22 +109,18 @@ class CharCodesTask(TaskManager):
 
     def generate_requests(self) -> bool:
         meta = self.T.meta
-        for char in CHARACTERS:
+        for char in self.characters:
             if char in self.T.committed_samples:
                 continue
             self.add_request(
                 GPTRequest(
-                    payload={
-                        "model": meta["model"],
-                        "messages": [
-                            {"role": "system", "content": "You are an expert on Unicode. Answer precisely."},
-                            {"role": "user", "content": prompt_for(char)},
-                        ],
-                        "response_format": CharAnswer,
-                        "max_completion_tokens": meta["max_completion_tokens"],
-                        "temperature": meta["temperature"],
-                        "top_p": meta["top_p"],
-                    },
+                    payload=structured_payload(
+                        self.GR.endpoint.path,
+                        meta,
+                        "You are an expert on Unicode. Answer precisely.",
+                        prompt_for(char),
+                        CharAnswer,
+                    ),
                     meta={"char": char},
                 )
             )

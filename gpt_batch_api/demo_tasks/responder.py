@@ -31,7 +31,7 @@ EMOTIONS = ("joy", "sadness", "anger", "fear", "surprise", "disgust", "neutral")
 def demo_responder(endpoint: str, body: dict[str, Any]) -> str | None:
     global _HINTS
     messages = body.get("messages") or []
-    user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
+    user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), body.get("input"))
     if not isinstance(user, str):
         return None
     rng = random.Random()

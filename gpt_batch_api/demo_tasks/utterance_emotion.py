@@ -22,6 +22,7 @@ from ..output_files import DataclassListOutputFile
 from ..request import CachedGPTRequest, GPTRequest
 from ..results import BatchResult
 from ..task_manager import TaskManager
+from .payloads import structured_payload
 
 
 class Emotion(StrEnum):
@@ -80,6 +81,7 @@ class UtteranceEmotionTask(TaskManager):
         opinions_min: int | None = None,
         opinions_max: int | None = None,
         confidence: float | None = None,
+        max_samples: int | None = None,
         **kwargs: Any,
     ):
         # Meta values left as None take the defaults on a new task and keep the stored ones on an existing task.
@@ -94,7 +96,7 @@ class UtteranceEmotionTask(TaskManager):
             init_meta={**self.DEFAULT_META, **self.given_meta},
             **kwargs,
         )
-        self.utterances = load_utterances()
+        self.utterances = load_utterances()[:max_samples]  # all of them unless a quick try asks for fewer
 
     def requested_meta(self) -> dict[str, Any]:
         return dict(self.given_meta)
@@ -124,17 +126,13 @@ class UtteranceEmotionTask(TaskManager):
             for _ in range(adviser.num_more(rec["opinions"], rec["failed"], pending)):
                 self.add_request(
                     GPTRequest(
-                        payload={
-                            "model": meta["model"],
-                            "messages": [
-                                {"role": "system", "content": "Classify the main emotion of the utterance."},
-                                {"role": "user", "content": f"Utterance: {utt['text']}"},
-                            ],
-                            "response_format": EmotionOpinion,
-                            "max_completion_tokens": meta["max_completion_tokens"],
-                            "temperature": meta["temperature"],
-                            "top_p": meta["top_p"],
-                        },
+                        payload=structured_payload(
+                            self.GR.endpoint.path,
+                            meta,
+                            "Classify the main emotion of the utterance.",
+                            f"Utterance: {utt['text']}",
+                            EmotionOpinion,
+                        ),
                         meta={"id": key},
                     )
                 )

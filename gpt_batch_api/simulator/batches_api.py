@@ -347,8 +347,8 @@ class BatchStore:
             return view
         if now >= validated and (batch.cancelled_at is None or batch.cancelled_at > validated):
             view["in_progress_at"] = int(validated)
-        if now >= processed and not batch.plan.expire and batch.cancelled_at is None:
-            view["finalizing_at"] = int(processed)
+        if status == "finalizing" or (now >= processed and not batch.plan.expire and batch.cancelled_at is None):
+            view["finalizing_at"] = int(min(processed, now))  # set whenever the status says finalizing
         if status == "in_progress" and batch.plan.in_progress_s > 0:
             view["request_counts"]["completed"] = int(total * (now - validated) / batch.plan.in_progress_s)
         elif status == "finalizing":

@@ -50,6 +50,8 @@ class SimulatorConfig:
     http_500_rate: float = 0.0
     http_429_rate: float = 0.0
     drop_connection_rate: float = 0.0  # close the socket without answering
+    http_529_rate: float = 0.0  # Anthropic /v1/messages calls answered 529 overloaded_error
+    lose_next_create_responses: int = 0  # the next N batch creates (either API) succeed, then the answer is lost
     batch_api_faults: bool = False
     malformed_json_rate: float = 0.0  # direct structured-output answers whose content is not valid JSON
     # Account
@@ -109,6 +111,8 @@ FIELD_HELP = {
     "http_500_rate": "fraction (0-1) of direct calls answered with HTTP 500",
     "http_429_rate": "fraction (0-1) of direct calls answered with HTTP 429 and retry-after: 1",
     "drop_connection_rate": "fraction (0-1) of direct calls whose connection is closed without an answer",
+    "http_529_rate": "fraction (0-1) of Anthropic /v1/messages calls answered with HTTP 529 overloaded_error",
+    "lose_next_create_responses": "the next N batch creates (OpenAI or Anthropic) succeed, then the answer is lost",
     "batch_api_faults": "true: the three rates above apply to /v1/files and /v1/batches too",
     "malformed_json_rate": "fraction (0-1) of direct structured-output answers whose content is not valid JSON",
     "insufficient_quota": "true: every call answers 429 insufficient_quota (an account out of credit)",

@@ -32,7 +32,8 @@ class StoredFile:
             "purpose": self.purpose,
             "status": "processed",
             "status_details": None,
-            "expires_at": None,
+            # batch input and output files expire after 30 days, as OpenAI's do by default
+            "expires_at": self.created_at + 30 * 86400 if self.purpose in ("batch", "batch_output") else None,
         }
 
 

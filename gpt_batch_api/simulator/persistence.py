@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..store.atomic import atomic_write_bytes
+from ..store.atomic import TEMP_MARK, atomic_write_bytes
 from .batches_api import _Batch, _Plan
 from .files_api import StoredFile
 
@@ -46,18 +47,23 @@ class SimulatorStateFile:
 
     def load(self, sim: Simulator) -> None:
         """Restore the files and batches saved by an earlier simulator (nothing if there is no file)."""
+        for stale in self.path.parent.glob(glob.escape(self.path.name) + TEMP_MARK + "*"):
+            stale.unlink(missing_ok=True)  # a save cut short by a kill: the file itself is intact
         try:
             data = json.loads(self.path.read_bytes())
             if data.get("version") != VERSION:
                 raise ValueError(f"unknown version {data.get('version')!r}")
             files = [_file_from_json(item) for item in data["files"]]
             batches = [_batch_from_json(item) for item in data["batches"]]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return  # a first run (or a folder that cannot exist: the task reports that itself)
+        except OSError as exc:
+            log.warning("Simulator state %s cannot be read (%s): starting empty", self.path, exc)
             return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             # Only a rehearsal remote is lost: the task's own files say what it still needs.
             aside = self.path.with_name(self.path.name + ".damaged")
-            log.warning("Simulator state %s is unreadable (%s): moved to %s, starting empty", self.path, exc, aside)
+            log.warning("Simulator state %s is damaged (%s): moved to %s, starting empty", self.path, exc, aside)
             os.replace(self.path, aside)
             return
         with sim.lock:

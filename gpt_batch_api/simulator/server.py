@@ -21,6 +21,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .anthropic_api import AnthropicAPI, LostResponse
 from .batches_api import BatchStore
 from .common import ApiError, error_body, new_id
 from .config import SimulatorConfig
@@ -67,6 +68,7 @@ class Simulator:
         self.direct_requests = 0
         self.direct_serving = 0  # direct calls being answered right now
         self.direct_statuses: Counter[int] = Counter()  # HTTP status of every direct answer
+        self.anthropic = AnthropicAPI(self, self._inject_faults, self._random)
         self._rng = random.Random(self.config.seed)
         self._rng_generation = getattr(self.config, "seed_generation", 0)
         self._server: ThreadingHTTPServer | None = None
@@ -154,6 +156,8 @@ class Simulator:
         direct = method == "POST" and path in _DIRECT
         kind = self.config.server_kind
         extra: dict[str, str] = {}
+        if kind == "openai" and path.startswith("/v1/messages"):
+            return self._anthropic(method, path, query_text, headers, body)
         try:
             if kind != "openai" and not direct and not (method == "GET" and path.startswith("/v1/models")):
                 return _local_not_found(kind, method, path)
@@ -184,6 +188,28 @@ class Simulator:
             log.exception("simulator error on %s %s", method, path)
             error = error_body(f"Simulator error: {type(exc).__name__}: {exc}", "server_error", "server_error")
             return 500, json.dumps(error).encode(), extra, "application/json"
+
+    def _anthropic(self, method: str, path: str, query_text: str, headers: Any, body: bytes) -> tuple:
+        try:
+            return self.anthropic.handle(method, path, query_text, headers, body)
+        except ApiError as exc:
+            return exc.status, json.dumps(exc.body).encode(), exc.headers, "application/json"
+        except LostResponse:
+            raise _Drop from None
+        except _Drop:
+            raise
+        except Exception as exc:  # a simulator bug: answer 500 (and say so) rather than hang up
+            log.exception("simulator error on %s %s", method, path)
+            error = {"type": "error", "error": {"type": "api_error", "message": f"Simulator error: {exc}"}}
+            return 500, json.dumps(error).encode(), {}, "application/json"
+
+    def take_lost_create(self) -> bool:
+        """Whether this batch create's answer is to be lost (``lose_next_create_responses``)."""
+        with self.lock:
+            lose = self.config.lose_next_create_responses > 0
+            if lose:
+                self.config.lose_next_create_responses -= 1
+        return lose
 
     def _check_account(self, headers: Any) -> None:
         config = self.config
@@ -340,7 +366,10 @@ class Simulator:
 
     def _batches(self, method: str, path: str, rest: list[str], query: dict, raw: bytes) -> tuple:
         if method == "POST" and not rest:
-            return _ok(self.batches.create(_json_body(raw)))
+            created = self.batches.create(_json_body(raw))
+            if self.take_lost_create():
+                raise _Drop
+            return _ok(created)
         if method == "GET" and not rest:
             return _ok(self.batches.list(query))
         if method == "GET" and len(rest) == 1:
@@ -366,6 +395,14 @@ def _local_error_body(kind: str, exc: ApiError) -> dict[str, Any]:
         )
         return {"object": "error", "message": message, "type": type_, "param": None, "code": exc.status}
     return {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase; 529 (Anthropic's "overloaded") is not in the standard table."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Overloaded" if status == 529 else "Unknown"
 
 
 def _ok(payload: Any) -> tuple[int, bytes, dict[str, str], str]:
@@ -480,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, payload: bytes, headers: dict[str, str] | None = None, content_type: str = "application/json"
     ) -> None:
         lines = [
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"HTTP/1.1 {status} {_phrase(status)}",
             f"Content-Type: {content_type}",
             f"Content-Length: {len(payload)}",
             f"x-request-id: {new_id('req_')}",

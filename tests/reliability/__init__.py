@@ -115,6 +115,7 @@ class TaskSpec:
     num: int = 0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_prefix: str | None = None  # another prefix than the task's own (tasks sharing a folder)
+    max_samples: int = 125  # char_codes: the first characters only, so kill loops stay short (all: 1,140)
 
     @property
     def prefix(self) -> str:
@@ -124,7 +125,7 @@ class TaskSpec:
         if self.kind == "char_codes":
             from gpt_batch_api.demo_tasks.char_codes import CHARACTERS
 
-            return list(CHARACTERS)
+            return list(CHARACTERS[: self.max_samples])
         return [f"s{i:06d}" for i in range(self.num)]
 
     def expected_answers(self) -> dict[str, int]:
@@ -136,7 +137,8 @@ class TaskSpec:
         if self.kind == "char_codes":
             cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "char_codes"]
             cmd += ["--task_dir", str(task_dir), "--client_base_url", base_url, "--openai_api_key", api_key]
-            cmd += ["--no_wandb", "--no_progress"] + (["--task_prefix", self.task_prefix] if self.task_prefix else [])
+            cmd += ["--no_wandb", "--no_progress", "--max_samples", str(self.max_samples)]
+            cmd += ["--task_prefix", self.task_prefix] if self.task_prefix else []
             for key, value in self.options.items():
                 if value is True:
                     cmd.append(f"--{key}")

@@ -112,6 +112,13 @@ def run_until_complete(task_dir, base_url: str, runs: int = 4) -> list[str]:
     raise AssertionError(f"not complete after {runs} runs: {messages}")
 
 
+@pytest.fixture(autouse=True)
+def short_pauses(monkeypatch):
+    """The engine's own pauses between attempts, shortened (what is tested is what happens, not how long)."""
+    monkeypatch.setattr(remote, "CREATE_RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr(remote, "DOWNLOAD_RETRY_DELAY_S", 0.05)
+
+
 @pytest.mark.parametrize("anomaly", ANOMALIES)
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_route_anomaly_ends_complete_and_nothing_is_bought_twice(tmp_path, route, anomaly):

@@ -82,9 +82,23 @@ def advised_fix(message: str) -> str:
     return fixes[0][2:]
 
 
-@pytest.mark.parametrize("how", ["missing", "empty", "truncated", "garbage", "wrong_type"])
+DAMAGES = ["missing", "empty", "truncated", "garbage", "wrong_type"]
+BATCH_FILES = ["numbers_batch_000003.jsonl", "numbers_batch_000003_info.jsonl"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
 @pytest.mark.parametrize("name", FILES)
 def test_damaged_file_is_refused_and_the_advised_fix_works(tmp_path, template, name, how):
+    check_refusal_and_fix(tmp_path, template, name, how, {})
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.parametrize("name", BATCH_FILES)
+def test_damaged_batch_file_is_refused_before_direct_calls(tmp_path, template, name, how):
+    check_refusal_and_fix(tmp_path, template, name, how, {"force_direct": True})
+
+
+def check_refusal_and_fix(tmp_path, template, name: str, how: str, options: dict[str, Any]) -> None:
     source, answered_before = template
     task_dir = tmp_path / "task"
     shutil.copytree(source, task_dir)
@@ -92,7 +106,7 @@ def test_damaged_file_is_refused_and_the_advised_fix_works(tmp_path, template, n
     ledger = Ledger()
     with Simulator(SimulatorConfig(**FAST_BATCHES), responder=ledger) as sim:
         with pytest.raises(TaskFileError) as refused:
-            make_task(task_dir, sim.base_url).run()
+            make_task(task_dir, sim.base_url, **options).run()
         message = str(refused.value)
         assert name in message, message
         assert not ledger.answers, "nothing may be sent before the refusal"

@@ -1,0 +1,234 @@
+"""Anthropic's Message Batches API as a ``BatchBackend`` (``pip install "gpt_batch_api[anthropic]"``).
+
+Anthropic batches carry no metadata, so the tag lives in every request's ``custom_id``:
+``<tag token>_<engine custom_id>`` (``[A-Za-z0-9_-]``, at most 64 characters). A batch's ``custom_id``s
+are only readable once it has ended, so ``find`` works from what is visible before that: batches created
+since the push started with the same number of requests. Ended candidates are checked by their first result
+line (certain); one candidate still running is returned uncertain (its results confirm or reject it in
+``download``); several running candidates raise ``CandidatesUnresolved``, and the engine waits rather than
+submit a second batch. See docs/DESIGN.md, "Exactly once without metadata".
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..error_kinds import ErrorKind, error_kind
+from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError
+from ..store.atomic import atomic_write_bytes
+from .base import BatchTag, CandidatesUnresolved, DownloadSummary, ForeignResults, RemoteBatch, RemoteStatus
+
+__all__ = ["AnthropicBatchBackend", "import_anthropic"]
+
+CLOCK_SKEW_S = 600.0
+_STATUS_CODES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def import_anthropic() -> Any:
+    """The ``anthropic`` SDK, or a ConfigError saying how to install it."""
+    try:
+        import anthropic
+    except ImportError:
+        raise ConfigError(
+            'Anthropic jobs need the anthropic SDK: pip install "gpt_batch_api[anthropic]"'
+        ) from None
+    return anthropic
+
+
+def _stamp(value: Any) -> float:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    return float(value or 0.0)
+
+
+class AnthropicBatchBackend:
+    """``BatchBackend`` over ``anthropic.Anthropic().messages.batches``."""
+
+    name = "anthropic"
+    max_requests = 100_000
+    max_bytes = 256 * 1024 * 1024
+
+    def __init__(self, client: Any = None, *, api_key: str | None = None, base_url: str | None = None) -> None:
+        sdk = import_anthropic()
+        self._sdk = sdk
+        if client is None:
+            key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+            if not key:
+                raise ConfigError("No Anthropic API key: set ANTHROPIC_API_KEY.")
+            client = sdk.Anthropic(api_key=key, base_url=base_url)
+        self.client = client
+
+    # --- calls ----------------------------------------------------------------------------------------
+
+    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        sdk = self._sdk
+        try:
+            return call(*args, **kwargs)
+        except sdk.APIStatusError as exc:
+            message = _error_message(exc)
+            kind = error_kind(exc.status_code, exc.body)  # read like OpenAI's, gateways included
+            if kind == ErrorKind.AUTH:
+                raise AuthenticationError(
+                    f"{what}: the Anthropic API key was rejected ({exc.status_code}: {message}). Check "
+                    "ANTHROPIC_API_KEY, then rerun the same command.",
+                    exc.status_code,
+                ) from exc
+            if kind == ErrorKind.QUOTA:
+                raise QuotaExceededError(
+                    f"{what}: the Anthropic account is out of credit ({message}). Add credit in the Anthropic "
+                    "console (Plans & Billing), then rerun the same command.",
+                    exc.status_code,
+                ) from exc
+            raise APIError(f"{what} failed with HTTP {exc.status_code}: {message}", exc.status_code) from exc
+        except sdk.APIConnectionError as exc:
+            raise APIError(
+                f"{what}: cannot reach the Anthropic API at {self.client.base_url} ({exc}). Check the network "
+                "or the base URL, then rerun the same command (nothing is lost)."
+            ) from exc
+
+    def _view(self, batch: Any) -> RemoteBatch:
+        counts = batch.request_counts
+        total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+        status = {"in_progress": RemoteStatus.RUNNING, "canceling": RemoteStatus.ENDING}.get(
+            batch.processing_status, RemoteStatus.COMPLETED
+        )
+        if batch.processing_status == "ended":
+            if batch.cancel_initiated_at is not None:
+                status = RemoteStatus.CANCELLED
+            elif counts.expired:
+                status = RemoteStatus.EXPIRED
+        elif status is RemoteStatus.COMPLETED:  # an unknown status: not ended, so keep polling
+            status = RemoteStatus.RUNNING
+        return RemoteBatch(
+            backend=self.name,
+            batch_id=batch.id,
+            status=status,
+            provider_status=str(batch.processing_status),
+            total=total,
+            succeeded=counts.succeeded,
+            failed=counts.errored + counts.canceled + counts.expired,
+            created_at=_stamp(batch.created_at),
+        )
+
+    # --- BatchBackend ---------------------------------------------------------------------------------
+
+    def submit(self, batch_file: Path, tag: BatchTag, num_requests: int) -> RemoteBatch:
+        requests = []
+        prefix = f"{tag.token}_"
+        with open(batch_file, "rb") as file:
+            for line in file:
+                if line.strip():
+                    request = orjson.loads(line)
+                    requests.append({"custom_id": prefix + request["custom_id"], "params": request["body"]})
+        if len(requests) != num_requests:
+            raise APIError(f"batch file {batch_file} holds {len(requests)} requests, expected {num_requests}")
+        batches = self.client.with_options(max_retries=0).messages.batches  # a retry could submit twice
+        return self._view(self._call(f"create batch {tag.batch_id}", batches.create, requests=requests))
+
+    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+        running = []
+        for batch in self._call("list batches", self.client.messages.batches.list, limit=100):
+            view = self._view(batch)
+            if view.created_at < since - CLOCK_SKEW_S:
+                break  # newest first: the rest are older than the push
+            if view.total != num_requests:
+                continue
+            if batch.processing_status != "ended":
+                running.append(view)
+                continue
+            first = next(self._results(view), None)
+            if first is not None and str(first.get("custom_id", "")).startswith(f"{tag.token}_"):
+                return view
+        if len(running) > 1:
+            raise CandidatesUnresolved(
+                f"{len(running)} running Anthropic batches of {num_requests} requests were created since batch "
+                f"{tag.batch_id} was pushed: waiting until they end to tell which one is ours."
+            )
+        if running:
+            running[0].certain = False
+            return running[0]
+        return None
+
+    def status(self, remote: RemoteBatch) -> RemoteBatch:
+        try:
+            batch = self._call(f"poll batch {remote.batch_id}", self.client.messages.batches.retrieve, remote.batch_id)
+        except APIError as exc:
+            if exc.status_code == 404:
+                raise KeyError(remote.batch_id) from exc
+            raise
+        view = self._view(batch)
+        view.certain = remote.certain
+        return view
+
+    def _results(self, remote: RemoteBatch) -> Iterator[dict[str, Any]]:
+        entries = self._call(f"results of {remote.batch_id}", self.client.messages.batches.results, remote.batch_id)
+        for entry in entries:
+            yield entry.model_dump(mode="json")
+
+    def download(self, remote: RemoteBatch, tag: BatchTag, results: Path, errors: Path) -> DownloadSummary:
+        prefix = f"{tag.token}_"
+        answers, failures = bytearray(), bytearray()
+        lines = succeeded = 0
+        for entry in self._results(remote):
+            custom_id = str(entry.get("custom_id", ""))
+            if not custom_id.startswith(prefix):
+                if not remote.certain:
+                    raise ForeignResults(f"Anthropic batch {remote.batch_id} is not batch {tag.batch_id}'s")
+                raise APIError(f"Anthropic batch {remote.batch_id} returned a foreign custom_id {custom_id!r}")
+            line, ok = _engine_line(custom_id[len(prefix) :], entry.get("result") or {})
+            (answers if ok else failures).extend(orjson.dumps(line) + b"\n")
+            lines += 1
+            succeeded += ok
+        for path, data in ((results, answers), (errors, failures)):
+            if data:
+                atomic_write_bytes(path, bytes(data))
+        return DownloadSummary(lines=lines, succeeded=succeeded)
+
+    def cancel(self, remote: RemoteBatch) -> None:
+        try:
+            self.client.messages.batches.cancel(remote.batch_id)
+        except (self._sdk.NotFoundError, self._sdk.BadRequestError):
+            pass  # gone, or already ended
+
+    def delete(self, remote: RemoteBatch) -> None:
+        try:
+            self.client.messages.batches.delete(remote.batch_id)
+        except self._sdk.NotFoundError:
+            pass
+
+
+def _error_message(exc: Any) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    return str((error.get("message") if isinstance(error, dict) else None) or exc.message)
+
+
+def _engine_line(custom_id: str, result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """One Anthropic result as an engine result line, and whether it is an answer."""
+    kind = result.get("type")
+    if kind == "succeeded":
+        return {"custom_id": custom_id, "response": {"status_code": 200, "body": result.get("message")}}, True
+    if kind == "errored":
+        body = result.get("error") or {}
+        error_type = (body.get("error") or {}).get("type") if isinstance(body.get("error"), dict) else None
+        status = _STATUS_CODES.get(str(error_type), 500)
+        return {"custom_id": custom_id, "response": {"status_code": status, "body": body}}, False
+    code = {"canceled": "batch_cancelled", "expired": "batch_expired"}.get(str(kind), "unknown_result")
+    message = f"the Anthropic batch ended with this request {kind}"
+    return {"custom_id": custom_id, "error": {"code": code, "message": message}}, False
