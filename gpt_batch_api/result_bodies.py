@@ -28,9 +28,9 @@ BODY_BUDGET_BYTES = 48 * 1024 * 1024  # of result lines whose parsed bodies are 
 class ResultBodies:
     """The bodies of one results file: which are held in memory, and reading a dropped one again."""
 
-    def __init__(self, path: Path, budget: int = BODY_BUDGET_BYTES) -> None:
+    def __init__(self, path: Path, budget: int | None = None) -> None:
         self.path = path
-        self.budget = budget
+        self.budget = BODY_BUDGET_BYTES if budget is None else budget
         self._held: collections.deque[tuple[ResponseInfo, int]] = collections.deque()
         self._held_bytes = 0
 
