@@ -76,6 +76,7 @@ def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
 
 
 LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to loopback servers when the user set no key
+TAIL_BATCHES_PER_CONCURRENCY = 4  # the end of a direct run is cut into batches of direct_concurrency / this
 
 
 def is_loopback_url(url: str | None) -> bool:
@@ -497,12 +498,14 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
 
     # ------------------------------------------------------------------ cutting batches
 
-    def batch_requests(self, *, flush: bool) -> int:
+    def batch_requests(self, *, flush: bool, split_tail: bool = False) -> int:
         """Cut batches from the head of the queue within the batch limits; returns how many were made.
 
         A batch is cut once it is full; with ``flush`` (nothing more will be generated) the remainder is
         cut too. A batch under ``min_batch_requests`` (or any batch with ``force_direct``) becomes a direct
-        batch, run through the direct API.
+        batch, run through the direct API. ``split_tail`` (the task has generated everything: what is left
+        is the end of the run and its retries) cuts a remainder that fits in one direct batch into small
+        ones (see ``_tail_direct_requests``).
         """
         if self.dryrun:
             if flush and self._dry_planned != self.S.queue.num_requests:  # show the plan once, when complete
@@ -518,12 +521,13 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 break
             if not flush and not direct and self._queue_fits(self.limits.batch):
                 break  # not a full batch yet: wait for more requests
-            records, end, full = self._take(self.limits.direct if direct else self.limits.batch)
+            tail = self._tail_direct_requests() if flush and split_tail else None
+            records, end, full = self._take(self.limits.direct, tail) if direct else self._take(self.limits.batch)
             if not full and not flush and not direct:
                 break
             if not direct and len(records) < self.limits.min_batch_requests:
                 direct = True
-                records, end, full = self._take(self.limits.direct)
+                records, end, full = self._take(self.limits.direct, tail)
             if direct and not full and not flush:
                 break
             if not records:
@@ -539,21 +543,34 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         total = Amounts(queue.num_requests, queue.tokens_input, queue.cost, queue.size)
         return limit.exceeded_by(total, self.limits.max_token_safety, self.limits.max_mb_safety) is None
 
-    def _take(self, limit: Limit) -> tuple[list[dict[str, Any]], int, bool]:
-        """Records from the queue head that fit in ``limit``: (records, end offset, whether it is full)."""
+    def _tail_direct_requests(self) -> int | None:
+        """The size of the direct batches the rest of the queue is cut into once it fits in one (the end of a
+        run, a straggler batch, retries): a batch is processed when its slowest call answers, so in a big one
+        a single slow call would hold back the retries of every other request until the flow runs dry. None:
+        the queue holds more than one direct batch."""
+        cap = self.limits.direct.requests
+        if cap is not None and self.S.queue.num_requests > cap:
+            return None
+        return max(1, self.opts.direct_concurrency // TAIL_BATCHES_PER_CONCURRENCY)
+
+    def _take(self, limit: Limit, max_requests: int | None = None) -> tuple[list[dict[str, Any]], int, bool]:
+        """Records from the queue head that fit in ``limit`` (and ``max_requests``): (records, end offset,
+        whether it is full)."""
         records: list[dict[str, Any]] = []
         ends: list[int] = []
         cost_key = "cd" if limit is self.limits.direct else "cb"
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
         # Limit.exceeded_by's test on running sums (this runs once per queued request: no Amounts per record).
-        max_requests, max_tokens, max_cost, max_size = limit.caps()
+        cap_requests, max_tokens, max_cost, max_size = limit.caps()
+        if max_requests is not None:
+            cap_requests = min(cap_requests, max_requests)
         requests = tokens = size = 0
         cost = 0.0
         full = False
         for record_end, record in self.queue_records():
             tokens_next, cost_next, size_next = tokens + record["ti"], cost + record[cost_key], size + record["size"]
             if (
-                requests + 1 > max_requests
+                requests + 1 > cap_requests
                 or tokens_next * ts > max_tokens
                 or cost_next > max_cost
                 or size_next * ms > max_size

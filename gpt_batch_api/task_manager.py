@@ -386,7 +386,7 @@ class TaskManager(Generic[OutputT]):
             stop.check()
             if not gr.opts.only_process:
                 # A task that added nothing this step waits for answers: send what is queued now.
-                progress += gr.batch_requests(flush=generated_all or not (added or fed))
+                progress += gr.batch_requests(flush=generated_all or not (added or fed), split_tail=generated_all)
                 progress += gr.push_batches()
                 progress += gr.run_direct_batches(self._process_result)
             self._emit_status()
