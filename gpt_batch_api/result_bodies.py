@@ -11,6 +11,7 @@ as processed.
 from __future__ import annotations
 
 import collections
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,9 @@ class ResultBodies:
     def __init__(self, path: Path, budget: int | None = None) -> None:
         self.path = path
         self.budget = BODY_BUDGET_BYTES if budget is None else budget
-        self._held: collections.deque[tuple[ResponseInfo, int]] = collections.deque()
+        # Weak references: a ResponseInfo refers to its source, so strong ones back would make every result
+        # of the batch a reference cycle, freed only by the cyclic collector (paused while a batch is processed).
+        self._held: collections.deque[tuple[weakref.ref[ResponseInfo], int]] = collections.deque()
         self._held_bytes = 0
 
     @property
@@ -41,12 +44,14 @@ class ResultBodies:
 
     def hold(self, info: ResponseInfo, size: int) -> None:
         """``info`` has its body in memory (from a line of ``size`` bytes): drop the oldest beyond the budget."""
-        self._held.append((info, size))
+        self._held.append((weakref.ref(info), size))
         self._held_bytes += size
         while self._held_bytes > self.budget and len(self._held) > 1:
-            old, old_size = self._held.popleft()
+            old_ref, old_size = self._held.popleft()
             self._held_bytes -= old_size
-            old.drop_body()
+            old = old_ref()
+            if old is not None:
+                old.drop_body()
 
     def read(self, offset: int, size: int) -> dict[str, Any]:
         """The response body of the result line at ``offset`` (as classified: a JSON object)."""
