@@ -174,9 +174,10 @@ def exit_now(code: int) -> None:
     """End the process once the run is over without tearing the interpreter down, which frees every object
     and module one by one (the SDK's thousands of pydantic types: 0.3 s, more on a loaded machine). Every task
     file is committed and closed by then; the exit handlers (logging, wandb) still run and the output is
-    flushed. If a thread other than daemons still works, the interpreter ends as usual and waits for it."""
+    flushed. If a thread other than daemons still works, or a tracer or profiler (coverage, cProfile, a
+    debugger) watches the process and may write its results after the script, the interpreter ends as usual."""
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if any(t.is_alive() for t in others):
+    if any(t.is_alive() for t in others) or sys.gettrace() is not None or sys.getprofile() is not None:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
