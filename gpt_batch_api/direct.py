@@ -1,37 +1,46 @@
-"""Concurrent direct API calls that record every answer in the Batch API's result-line shape.
+"""A continuous flow of concurrent direct API calls; every answer is journaled before anyone sees it.
 
 The calls run as asyncio tasks of one event loop in a background thread, through ``AsyncOpenAI`` over aiohttp
 (the SDK's ``aiohttp`` extra; its default httpx transport if that is missing). One thread juggling every socket
 costs well under half the CPU per call of a thread per call (which spent its time contending for the GIL and
-the connection pool's lock), and that CPU is the limit against a local server answering in milliseconds. The
-calling thread decides what to send and records the answers, so Ctrl+C (which Python delivers to the main
-thread) and the caller's journal need no locking.
+the connection pool's lock), and that CPU is the limit against a local server answering in milliseconds.
+
+The flow is not cut into rounds: the requester submits direct batches (its unit of processing) and the loop
+keeps ``concurrency`` calls in flight across them; a free slot takes the next unsent request at once, while
+the calling thread processes finished batches, runs task code and commits. The loop itself appends each answer
+to its batch's results journal (one ``write``, so a kill of the process cannot lose it), fsyncs the journals
+in groups (at most ``FSYNC_INTERVAL`` apart), and reports a batch complete only once every answer of it is
+fsynced: the task never sees an answer that a power loss could take back. A SIGKILL re-buys only the calls in
+flight at that instant.
 
 Retries live here, not in the SDK: each call is made with ``max_retries=0`` and retried by us on 408/409/
-429/5xx and connection errors with exponential backoff (honouring ``retry-after``), up to
-``max_attempts``. A call that still fails becomes an error line (the requester then decides, per request,
-whether it is retried in a later batch). Some errors stop the run at once, after in-flight answers are
-recorded: a rejected API key, ``insufficient_quota``, a 404 for the URL or the model (``error_kinds``), and
-a server that answered nothing while a request used up its attempts (unreachable: recording an error would
-only burn the request's retries).
+429/5xx and connection errors with exponential backoff (honouring ``retry-after``), up to ``max_attempts``.
+A call that still fails becomes an error line (the requester then decides, per request, whether it is retried
+in a later batch). A connection failure counts as an attempt only if the server answered other calls
+meanwhile: during an outage nothing is an attempt, and an outage that outlasts ``max_attempts`` backoffs
+stops the run (the unanswered requests are sent by the next run). A rejected API key, ``insufficient_quota``
+and a 404 for the URL or the model (``error_kinds``) stop the run at once, after the answers in flight are
+recorded.
 
-Calls are paced from the ``x-ratelimit-*`` headers (``ratelimit.RateLimitGate``): when the minute's budget
-would not cover the calls in flight, new calls wait for it to refill, and a 429 pauses every call.
+Pacing (``ratelimit.RateLimitGate``): from the ``x-ratelimit-*`` headers when the server sends them; without
+them (local servers), the number of calls in flight backs off on 429/503 and recovers (AIMD).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
+import collections
 import dataclasses
 import functools
 import logging
+import os
 import queue
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -41,22 +50,26 @@ from .errors import AuthenticationError, ConfigError, QuotaExceededError, Server
 from .ratelimit import RateLimitGate
 from .remote import describe_connection_error, translate_api_error
 from .store import fastjson
+from .store.atomic import DISK_ERRNOS, crash_point, disk_error
 
-__all__ = ["DirectExecutor", "DirectSummary", "async_client_like"]
+__all__ = ["STOP_AT_ONCE_S", "DirectExecutor", "DirectSummary", "async_client_like"]
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+OVERLOAD_STATUS = frozenset({429, 503})  # a server without rate-limit headers saying it is saturated
 ABORT_POLL_S = 0.05  # how often a call that is waiting (backoff, rate-limit pause) looks for a stop
+FSYNC_INTERVAL = 0.2  # journals are fsynced in groups at most this far apart (bounds what a power loss takes)
+STOP_AT_ONCE_S = 0.8  # after a second Ctrl+C, answers in flight are awaited this long, then abandoned
 
 
 @dataclasses.dataclass
 class DirectSummary:
+    """Counts of one executor's session (written by the loop thread)."""
+
     num_ok: int = 0
     num_error_lines: int = 0
     num_transport_retries: int = 0
-    stopped: bool = False
-    seconds: float = 0.0
 
 
 class _Fatal(Exception):
@@ -92,12 +105,33 @@ def async_client_like(client: Any) -> Any:
     return openai.AsyncOpenAI(**kwargs)
 
 
+class _Journal:
+    """One submitted direct batch: its results journal (an open descriptor) and how many answers it awaits."""
+
+    __slots__ = ("answered", "awaited", "batch_id", "dirty", "fd", "path")
+
+    def __init__(self, batch_id: int, path: Path, fd: int, awaited: int) -> None:
+        self.batch_id, self.path, self.fd, self.awaited = batch_id, path, fd, awaited
+        self.answered = 0
+        self.dirty = False  # written since the last fsync
+
+    @property
+    def complete(self) -> bool:
+        return self.answered >= self.awaited
+
+
+def _as_disk_error(path: Path, exc: OSError) -> BaseException:
+    return disk_error(path, exc) if exc.errno in DISK_ERRNOS else exc
+
+
 class DirectExecutor:
-    """Runs ``(custom_id, body)`` requests against one endpoint with at most ``concurrency`` calls at once.
+    """Keeps at most ``concurrency`` direct calls in flight over every submitted batch (see the module docstring).
 
     ``make_client()`` returns the ``AsyncOpenAI``-like client; it is called once, on the executor's event loop
-    (aiohttp sessions belong to the loop that made them). Reuse one executor for many runs (its connections
-    stay open) and ``close()`` it at the end, which closes the client too.
+    (aiohttp sessions belong to the loop that made them). One executor serves a whole session (its connections
+    stay open); ``close()`` it at the end, which waits for the answers in flight and closes the client.
+    The calling thread uses ``submit``, ``completed``, ``wait``, ``check`` and ``close``; the rest runs on the
+    loop.
     """
 
     def __init__(
@@ -116,10 +150,21 @@ class DirectExecutor:
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self._abort = threading.Event()
-        self._retries = 0
         self.gate = RateLimitGate(self.concurrency)
+        self.summary = DirectSummary()
+        self.submitted: set[int] = set()  # batch ids handed to the flow (calling thread only)
+        self._outstanding: set[int] = set()  # submitted, not yet returned by completed() (calling thread only)
+        self._abort = threading.Event()  # stop sending; calls waiting to retry give up
+        self._changed = threading.Event()  # a batch completed or the flow failed
+        self._completed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._fatal: BaseException | None = None
         self._last_answer = -1.0  # time.monotonic() of the last HTTP answer of any call
+        # Owned by the loop thread (the calling thread only reads their sizes):
+        self._unsent: collections.deque[tuple[_Journal, str, str, Any]] = collections.deque()
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._journals: dict[int, _Journal] = {}
+        self._sync_wake: asyncio.Event | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -134,118 +179,227 @@ class DirectExecutor:
         thread.start()
         self._loop, self._thread = loop, thread
         try:
-            self._client = asyncio.run_coroutine_threadsafe(self._make_client(), loop).result()
+            self._client = asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
         except BaseException:
-            self.close()  # no half-started executor: the next run starts afresh
+            self.close(grace=0)  # no half-started executor: the next run starts afresh
             raise
         return loop
 
-    async def _make_client(self) -> Any:
+    async def _setup(self) -> Any:
+        self._sync_wake = asyncio.Event()
+        self._syncer = asyncio.get_running_loop().create_task(self._sync_journals())
         client = self.make_client()
         return client.with_options(max_retries=0) if hasattr(client, "with_options") else client
 
-    def close(self) -> None:
-        """Close the client's connections and stop the event loop (a no-op if it never ran)."""
-        loop, thread, client = self._loop, self._thread, self._client
-        self._loop = self._thread = self._client = None
+    # ------------------------------------------------------------------ the calling thread's side
+
+    @property
+    def unsent(self) -> int:
+        """Requests submitted and not sent yet."""
+        return len(self._unsent)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a submitted batch was not yet returned by ``completed()``."""
+        return bool(self._outstanding)
+
+    def progress(self) -> list[tuple[int, int, int]]:
+        """``(batch id, answered, awaited)`` of each submitted batch not complete yet."""
+        journals = tuple(self._journals.values())  # one C-level copy: the loop thread may change the dict
+        return [(j.batch_id, j.answered, j.awaited) for j in journals]
+
+    def submit(self, batch_id: int, journal: Path, endpoint: str, requests: Iterable[tuple[str, Any]]) -> None:
+        """Send ``requests`` (``(custom_id, body)``) of direct batch ``batch_id``, appending each answer to
+        ``journal``; ``completed()`` reports the batch once every one is answered and fsynced."""
+        pending = list(requests)
+        self.submitted.add(batch_id)
+        self._outstanding.add(batch_id)
+        if not pending:
+            self._completed.put(batch_id)
+            self._changed.set()
+            return
+        loop = self._start()
+        try:
+            fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise _as_disk_error(journal, exc) from None
+        entry = _Journal(batch_id, journal, fd, len(pending))
+        path = endpoint.removeprefix("/v1")
+        loop.call_soon_threadsafe(self._accept, entry, [(entry, custom_id, path, body) for custom_id, body in pending])
+
+    def completed(self) -> list[int]:
+        """Batches completed (every answer journaled and fsynced) since the last call, in order of completion."""
+        done: list[int] = []
+        while True:
+            try:
+                batch_id = self._completed.get_nowait()
+            except queue.Empty:
+                return done
+            self._outstanding.discard(batch_id)
+            done.append(batch_id)
+
+    def wait(self, timeout: float) -> None:
+        """Block until a batch completes, the flow fails, or ``timeout`` passes."""
+        if self._completed.empty() and self._fatal is None:
+            self._changed.wait(timeout)
+        self._changed.clear()
+
+    def check(self) -> None:
+        """Raise the error that stopped the flow (a rejected key, no quota, an unreachable server, a full disk)."""
+        if self._fatal is not None:
+            raise self._fatal
+
+    def close(self, grace: float | None = None) -> None:
+        """Stop sending; wait for the answers in flight (``grace`` seconds at most; None: as long as they take),
+        record and fsync them, then close the client and the loop. A Ctrl+C during the wait (the second one of
+        a run) shortens it to ``STOP_AT_ONCE_S``; a third abandons what is left at once."""
+        loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        self._abort.set()
+        interrupted: BaseException | None = None
+        deadline = None if grace is None else time.monotonic() + grace
+        while True:
+            try:
+                self._drain(deadline)
+                break
+            except KeyboardInterrupt as exc:
+                if interrupted is not None:
+                    break
+                interrupted = exc
+                deadline = min(deadline or float("inf"), time.monotonic() + STOP_AT_ONCE_S)
+        self._shutdown(loop, thread, quick=interrupted is not None or bool(self._in_flight))
+        if interrupted is not None:
+            raise interrupted
+
+    def _drain(self, deadline: float | None) -> None:
+        if self._in_flight:
+            limit = "" if deadline is None else f" (for up to {max(0.0, deadline - time.monotonic()):.1f} s)"
+            log.warning("Stopping: recording the %d answers in flight%s", len(self._in_flight), limit)
+        while self._in_flight and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.02)
+        if self._in_flight:
+            log.warning("Abandoned %d calls that did not answer in time (the next run sends them)", self.in_flight)
+
+    def _shutdown(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, *, quick: bool) -> None:
+        self._loop = self._thread = None
+        client, self._client = self._client, None
         try:
-            if client is not None:
-                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
-        except Exception as exc:  # closing sockets must not hide the run's outcome
-            log.debug("Closing the direct API client: %s", exc)
+            asyncio.run_coroutine_threadsafe(self._finish(client), loop).result(timeout=0.25 if quick else 5)
+        except Exception as exc:  # closing must not hide the run's outcome
+            log.debug("Closing the direct API flow: %s", exc)
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
+        thread.join(timeout=0.25 if quick else 5)
         if not thread.is_alive():
             loop.close()
 
-    # ------------------------------------------------------------------ a run
+    async def _finish(self, client: Any) -> None:
+        """On the loop: abandon what is left, fsync and close every journal, close the client."""
+        self._unsent.clear()
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._syncer is not None:
+            self._syncer.cancel()
+        for entry in list(self._journals.values()):
+            self._close_journal(entry, sync=True)
+        if client is not None:
+            await client.close()
 
-    def run(
-        self,
-        endpoint: str,
-        requests: Iterable[tuple[str, dict[str, Any]]],
-        on_result: Callable[[dict[str, Any]], None],
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> DirectSummary:
-        """Send ``requests``; ``on_result(line)`` is called in this thread for each answer or error line."""
-        path = endpoint.removeprefix("/v1")
-        pending = list(requests)
-        loop = self._start()
-        self._abort.clear()
-        self._retries = 0
-        summary = DirectSummary()
-        started = time.monotonic()
-        fatal: Exception | None = None
-        todo = iter(pending)
-        in_flight: set[cf.Future[dict[str, Any] | None]] = set()
-        finished: queue.SimpleQueue[cf.Future[dict[str, Any] | None]] = queue.SimpleQueue()
+    # ------------------------------------------------------------------ the loop's side
 
-        def stop() -> None:
-            summary.stopped = True
-            self._abort.set()
+    def _accept(self, entry: _Journal, items: list[tuple[_Journal, str, str, Any]]) -> None:
+        self._journals[entry.batch_id] = entry
+        self._unsent.extend(items)
+        self._pump()
 
-        def fill() -> None:
-            while len(in_flight) < self.concurrency and fatal is None and not summary.stopped:
-                if self.stop_check():
-                    stop()
-                    return
-                nxt = next(todo, None)
-                if nxt is None:
-                    return
-                future = asyncio.run_coroutine_threadsafe(self._call(path, *nxt), loop)
-                in_flight.add(future)
-                future.add_done_callback(finished.put)
+    def _pump(self) -> None:
+        """Start calls until ``concurrency`` (or the back-off window) are in flight."""
+        limit = self.gate.window()
+        while self._unsent and len(self._in_flight) < limit and not self._abort.is_set():
+            if self.stop_check():  # Ctrl+C: no new calls; those in flight are answered and recorded
+                self._abort.set()
+                self._changed.set()
+                return
+            entry, custom_id, path, body = self._unsent.popleft()
+            task = asyncio.get_running_loop().create_task(self._call(path, custom_id, body))
+            self._in_flight.add(task)
+            task.add_done_callback(functools.partial(self._answered, entry))
 
-        def record(future: cf.Future[dict[str, Any] | None]) -> None:
-            nonlocal fatal
-            try:
-                line = future.result()
-            except _Fatal as exc:
-                if fatal is None:
-                    fatal = exc.error
-                    self._abort.set()
-                line = None
-            if line is not None:  # None: abandoned while waiting because of a stop
-                on_result(line)
-                if line.get("error") or (line.get("response") or {}).get("status_code") != 200:
-                    summary.num_error_lines += 1
-                else:
-                    summary.num_ok += 1
-                if on_progress is not None:
-                    on_progress(summary.num_ok + summary.num_error_lines, len(pending))
-            in_flight.discard(future)  # only once recorded: an interrupt before this records it again
+    def _answered(self, entry: _Journal, task: asyncio.Task[Any]) -> None:
+        self._in_flight.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._fail(error.error if isinstance(error, _Fatal) else error)
+        elif (line := task.result()) is not None:  # None: abandoned while waiting because of a stop
+            self._record(entry, line)
+        self._pump()
 
+    def _record(self, entry: _Journal, line: dict[str, Any]) -> None:
+        if entry.fd < 0:
+            return  # the flow was shut down before this answer came
+        data = fastjson.dumps(line) + b"\n"
         try:
-            fill()
-            while in_flight:
-                try:
-                    record(finished.get(timeout=0.5))
-                except queue.Empty:
-                    if self.stop_check() and not summary.stopped:
-                        stop()
-                    continue
-                fill()
-        except BaseException:
-            # A second Ctrl+C (KeyboardInterrupt) stops at once, but the calls already sent are paid for: wait
-            # for their answers and record them so they are not bought again. (A further Ctrl+C abandons them.)
-            self._abort.set()
-            if in_flight:
-                log.warning("Stopping at once: recording the %d answers already in flight", len(in_flight))
+            while data:  # one write in practice; a torn last line is dropped by recover_jsonl on restart
+                data = data[os.write(entry.fd, data) :]
+        except OSError as exc:
+            self._fail(_as_disk_error(entry.path, exc))
+            return
+        crash_point("direct_after_result")
+        entry.answered += 1
+        entry.dirty = True
+        response = line.get("response")
+        if line.get("error") is None and response is not None and response.get("status_code") == 200:
+            self.summary.num_ok += 1
+        else:
+            self.summary.num_error_lines += 1
+        if entry.complete and self._sync_wake is not None:
+            self._sync_wake.set()  # fsync it now: the task is waiting for this batch
+
+    def _fail(self, error: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = error
+        self._abort.set()
+        self._changed.set()
+
+    async def _sync_journals(self) -> None:
+        """fsync the journals written to, in groups (in a worker thread: an fsync may take milliseconds), and
+        report each complete batch once its answers are on disk."""
+        loop = asyncio.get_running_loop()
+        assert self._sync_wake is not None
+        while True:
             try:
-                for future in list(in_flight):
-                    record(future)
-            except Exception as exc:  # e.g. the disk failed: the original error is the one to report
-                log.warning("Could not record the answers in flight: %s", exc)
-            raise
-        summary.num_transport_retries = self._retries
-        summary.seconds = time.monotonic() - started
-        if fatal is not None:
-            raise fatal
-        if summary.num_ok + summary.num_error_lines < len(pending):
-            summary.stopped = True
-        return summary
+                await asyncio.wait_for(self._sync_wake.wait(), FSYNC_INTERVAL)
+            except TimeoutError:
+                pass
+            self._sync_wake.clear()
+            for entry in [e for e in self._journals.values() if e.dirty]:
+                entry.dirty = False
+                try:
+                    await loop.run_in_executor(None, os.fsync, entry.fd)
+                except OSError as exc:
+                    self._fail(_as_disk_error(entry.path, exc))
+            for entry in [e for e in self._journals.values() if e.complete and not e.dirty]:
+                self._close_journal(entry, sync=False)
+                if self._fatal is None:
+                    self._completed.put(entry.batch_id)
+                    self._changed.set()
+
+    def _close_journal(self, entry: _Journal, *, sync: bool) -> None:
+        self._journals.pop(entry.batch_id, None)
+        fd, entry.fd = entry.fd, -1
+        try:
+            if sync:
+                os.fsync(fd)
+        except OSError as exc:
+            log.warning("Could not fsync %s: %s", entry.path.name, exc)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ one request (on the event loop)
 
@@ -259,23 +413,26 @@ class DirectExecutor:
             await asyncio.sleep(min(left, ABORT_POLL_S))
         return True
 
-    async def _call(self, path: str, custom_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        attempt = 0
-        first_sent = time.monotonic()
+    async def _call(self, path: str, custom_id: str, body: Any) -> dict[str, Any] | None:
+        attempt = 0  # attempts that count: the server answered, or answered other calls while this one failed
+        outage = 0  # connection failures in a row while no call got an answer
         while True:
-            attempt += 1
             paused = self.gate.delay()  # the shared rate-limit budget is short: let it refill first
             if paused > 0 and await self._wait_unless_aborted(paused):
                 return None
+            sent = time.monotonic()
             try:
                 response = await self._client.post(path, body=body, cast_to=_http_response_class())
                 self._last_answer = time.monotonic()
                 answer = fastjson.loads(response.content)
                 self.gate.observe(response.headers, answer.get("usage") if isinstance(answer, dict) else None)
+                self.gate.answered(self._last_answer - sent)
                 return _line(custom_id, 200, answer)
             except openai.APIStatusError as exc:
                 self._last_answer = time.monotonic()
-                self.gate.observe(exc.response.headers)
+                attempt, outage = attempt + 1, 0
+                headers = exc.response.headers
+                self.gate.observe(headers)
                 error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
                 if isinstance(error, AuthenticationError | QuotaExceededError):
                     raise _Fatal(error) from None
@@ -289,6 +446,8 @@ class DirectExecutor:
                         ServerRefusedError(f"Stopped before marking any request failed: {why}.", exc.status_code)
                     ) from None
                 status = exc.status_code
+                if status in OVERLOAD_STATUS and not _has_ratelimit_headers(headers):
+                    self.gate.overloaded(status)  # a local server saturated: fewer calls in flight
                 retryable = status in RETRYABLE_STATUS or status >= 500
                 if not retryable or attempt >= self.max_attempts:
                     return _line(custom_id, status, exc.body if exc.body is not None else {"error": exc.message})
@@ -297,25 +456,38 @@ class DirectExecutor:
                     self.gate.pause(retry_after, "HTTP 429 rate limit")  # the budget is shared by every call
                 delay = retry_after or self._backoff(attempt)
             except openai.APIConnectionError as exc:  # no answer (a timeout is one of these)
-                if attempt >= self.max_attempts:
-                    if self._last_answer >= first_sent:  # other calls get through: this one was slow or unlucky
+                if self._last_answer > sent:  # other calls got answers meanwhile: this one was slow or unlucky
+                    attempt, outage = attempt + 1, 0
+                    if attempt >= self.max_attempts:
                         return _error_line(custom_id, *describe_connection_error(exc))
-                    # Nothing got through while this request tried: the server is unreachable, not the request
-                    # at fault. Stop without recording an answer (which would use up its retries); a rerun
-                    # sends it again.
-                    error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
-                    raise _Fatal(error) from None
-                delay = self._backoff(attempt)
+                else:  # nothing got through: an outage, not this request's fault (no attempt used)
+                    outage += 1
+                    if outage >= self.max_attempts:
+                        # Still unreachable after every backoff: stop without recording an answer (which would
+                        # use up its retries); a rerun sends it again.
+                        error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
+                        raise _Fatal(error) from None
+                delay = self._backoff(attempt + outage)
             except ValueError as exc:  # a 200 whose JSON body was cut or empty (e.g. a proxy dropped it)
+                attempt += 1
                 if attempt >= self.max_attempts:
                     return _error_line(custom_id, "malformed_response", f"the answer was not valid JSON: {exc}")
                 delay = self._backoff(attempt)
-            self._retries += 1  # only the event loop's thread counts
+            self.summary.num_transport_retries += 1  # only the event loop's thread counts
             if await self._wait_unless_aborted(delay):
                 return None
 
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def _has_ratelimit_headers(headers: Any) -> bool:
+    try:
+        return (
+            headers.get("x-ratelimit-limit-requests") is not None or headers.get("x-ratelimit-limit-tokens") is not None
+        )
+    except AttributeError:
+        return False
 
 
 @functools.cache

@@ -1,57 +1,80 @@
-"""Running a batch through the concurrent direct API, keeping every paid answer.
+"""Running batches through the concurrent direct API as one continuous flow, keeping every paid answer.
 
-Each answer is appended to the batch's results journal as it arrives (flushed at once, so a SIGKILL
-cannot lose it; fsynced at most every ``FSYNC_INTERVAL`` seconds and at the end, to bound what a power
-loss can lose without an fsync per request). On restart only the requests without an answer are sent.
-When every request has an answer, the batch is processed exactly like a remote one.
+A direct batch is the unit of processing, not of sending: each one is counted against the limits and
+committed as started, then handed to the session's ``DirectExecutor``, which keeps ``--direct_concurrency``
+calls in flight across every submitted batch and appends each answer to its batch's results journal (fsynced
+in groups). A batch whose every answer is on disk is processed exactly like a remote one, while the calls of
+the next batches go on. On restart only the requests without a recorded answer are sent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
-from typing import Any
 
-from .direct import DirectExecutor
+from .direct import STOP_AT_ONCE_S, DirectExecutor
 from .events import DIRECT_PROGRESS
 from .gc_control import gc_paused
 from .limits import Amounts
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
 from .results import BatchResult
-from .store import fastjson
-from .store.atomic import crash_point, raise_as_disk_error
 from .store.jsonl import corrupt_line_error, read_jsonl
 
 __all__ = ["DirectBatchesMixin"]
 
 log = logging.getLogger(__name__)
 
-FSYNC_INTERVAL = 0.2
-
 
 class DirectBatchesMixin(RequesterBase):
     """Direct-API execution of DIRECT batches for GPTRequester."""
 
+    @property
+    def direct_lookahead(self) -> int:
+        """Requests kept cut into direct batches and not sent yet, so that a free slot never waits for the
+        main thread to cut the next batch."""
+        return 2 * self.opts.direct_concurrency
+
+    def direct_backlog(self) -> int:
+        """Requests of direct batches that are not sent yet (submitted to the flow or not)."""
+        submitted = self._executor.submitted if self._executor is not None else set()
+        waiting = sum(b.num_requests for b in self.S.batches_in(BatchStatus.DIRECT) if b.id not in submitted)
+        return waiting + (self._executor.unsent if self._executor is not None else 0)
+
+    @property
+    def direct_busy(self) -> bool:
+        """Whether direct calls are under way (or answered batches wait to be processed)."""
+        return self._executor is not None and self._executor.busy
+
     def run_direct_batches(self, handler: Callable[[BatchResult], None]) -> int:
-        """Run (or resume) each direct batch and process it once complete; returns how many were processed."""
-        done = 0
+        """Hand the direct batches to the flow and process each one that is complete; returns how many were
+        processed. Does not wait for calls (see ``wait_direct``)."""
         if self.opts.force_direct:
             self._convert_local_to_direct()
         for batch in self.S.batches_in(BatchStatus.DIRECT):
-            if self.stop_check():
+            if self._executor is not None and batch.id in self._executor.submitted:
+                continue
+            if self.stop_check() or not self._start_direct(batch):
                 break
-            if not self._start_direct(batch):
-                break
-            if not self._execute_direct(batch):
-                break
+            self._submit_direct(batch)
+        if self._executor is None:
+            return 0
+        done = 0
+        for batch_id in self._executor.completed():
             with gc_paused():  # see ProcessingMixin.process_batches
-                self.process_batch(batch, handler)
+                self.process_batch(self.S.batch(batch_id), handler)
             done += 1
+        self._executor.check()
         return done
+
+    def wait_direct(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a direct batch to complete (showing the calls' progress)."""
+        if self._executor is None:
+            return
+        self._executor.wait(timeout)
+        for batch_id, done, total in self._executor.progress():
+            self.events.emit(DIRECT_PROGRESS, batch_id=batch_id, done=done, total=total)
 
     def _direct_executor(self) -> DirectExecutor:
         """The executor of this session's direct batches (made on first use; its connections stay open)."""
@@ -63,10 +86,12 @@ class DirectBatchesMixin(RequesterBase):
             )
         return self._executor
 
-    def close_direct_executor(self) -> None:
+    def close_direct_executor(self, error: BaseException | None = None) -> None:
+        """Stop the flow: the answers in flight are recorded (after a second Ctrl+C, those that come within
+        ``STOP_AT_ONCE_S``)."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            executor.close()
+            executor.close(grace=STOP_AT_ONCE_S if isinstance(error, KeyboardInterrupt) else None)
 
     def _convert_local_to_direct(self) -> None:
         """--force_direct on a task with local batches: run them through the direct API instead."""
@@ -96,11 +121,11 @@ class DirectBatchesMixin(RequesterBase):
         totals.pushed_cost += batch.cost
         totals.direct_batches += 1
         self.session.add(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
-        self.commit()
+        self.commit()  # started, durably, before any call of it is sent
         return True
 
-    def _execute_direct(self, batch: BatchState) -> bool:
-        """Send the unanswered requests of ``batch``; True once every request has an answer."""
+    def _submit_direct(self, batch: BatchState) -> None:
+        """Hand the requests of ``batch`` that have no recorded answer to the flow."""
         self._check_batch_file(batch)  # damaged from outside: refuse before sending (and paying for) anything
         journal_path = self.layout.batch_results(batch.id)
         answered = set()
@@ -114,44 +139,11 @@ class DirectBatchesMixin(RequesterBase):
             for _, line in read_jsonl(self.layout.batch_input(batch.id))
             if line["custom_id"] not in answered
         ]
-        if not pending:
-            return True
-        total, done = batch.num_requests, batch.num_requests - len(pending)
-        executor = self._direct_executor()
-        with open(journal_path, "ab") as journal:
-            last_sync = time.monotonic()
-
-            def on_result(line: dict[str, Any]) -> None:
-                nonlocal last_sync
-                try:
-                    journal.write(fastjson.dumps(line) + b"\n")
-                    journal.flush()  # in the OS now: survives a kill of this process
-                    crash_point("direct_after_result")
-                    if time.monotonic() - last_sync >= FSYNC_INTERVAL:
-                        os.fsync(journal.fileno())
-                        last_sync = time.monotonic()
-                except OSError as exc:  # a torn last line is dropped by recover_jsonl on the next start
-                    raise_as_disk_error(journal_path, exc)
-
-            try:
-                summary = executor.run(
-                    self.endpoint.path,
-                    pending,
-                    on_result,
-                    on_progress=lambda n, _t: self.events.emit(
-                        DIRECT_PROGRESS, batch_id=batch.id, done=done + n, total=total
-                    ),
-                )
-            finally:
-                with contextlib.suppress(OSError):  # a disk error is already on its way up
-                    journal.flush()
-                    os.fsync(journal.fileno())
-        if summary.stopped:
+        if answered:
             log.info(
-                "Direct batch %d paused with %d of %d answered; rerun to continue",
+                "Direct batch %d: %d of %d answered before; sending the rest",
                 batch.id,
-                done + summary.num_ok + summary.num_error_lines,
-                total,
+                len(answered),
+                len(pending) + len(answered),
             )
-            return False
-        return True
+        self._direct_executor().submit(batch.id, journal_path, self.endpoint.path, pending)

@@ -1,10 +1,15 @@
-"""Client-side pacing of direct API calls from OpenAI's ``x-ratelimit-*`` headers and ``retry-after``.
+"""Client-side pacing of direct API calls: OpenAI's ``x-ratelimit-*`` headers, ``retry-after``, and AIMD.
 
 Every answer says how many requests and tokens are left in the current minute's budget and how fast it
 refills (``limit`` per 60 s). When what is left would not cover the calls that may be in flight at once
 (``concurrency`` requests, of about the tokens answers have used so far), new calls wait until the budget
 has refilled that far, instead of sending a burst that comes back as 429s. A 429 pauses every worker for
 its ``retry-after``, since the budget is shared.
+
+A server without those headers (vLLM, llama.cpp, Ollama, most gateways) says it is saturated only by answering
+429 or 503. Then the number of calls in flight is halved (at most once per round trip, since the calls already
+sent answer alike) and grows back by one per four windows of successful calls (additive increase, multiplicative
+decrease, as TCP does), up to ``--direct_concurrency``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ log = logging.getLogger(__name__)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_PAUSE_S = 60.0
+INCREASE_EVERY = 4  # the window grows by one call per this many windows of successful calls
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -52,6 +58,33 @@ class RateLimitGate:
         self._resume_at = 0.0  # time.monotonic() before which no new call starts
         self._avg_tokens: float | None = None  # tokens per answered request (moving average)
         self.pauses = 0
+        self._window = float(self.concurrency)  # calls allowed in flight (AIMD, without rate-limit headers)
+        self._avg_latency = 0.0  # seconds per answered call (moving average): one round trip
+        self._quiet_until = 0.0  # no second decrease before the calls sent at the first one have answered
+        self.decreases = 0
+
+    def window(self) -> int:
+        """How many calls may be in flight now."""
+        return max(1, int(self._window + 1e-9))
+
+    def answered(self, latency: float) -> None:
+        """A call succeeded after ``latency`` seconds: grow the window by one per window of successes."""
+        self._avg_latency = latency if not self._avg_latency else 0.9 * self._avg_latency + 0.1 * latency
+        if self._window < self.concurrency:  # a quarter of TCP's pace: a saturated GPU is probed less often
+            self._window = min(float(self.concurrency), self._window + 1.0 / (INCREASE_EVERY * self._window))
+
+    def overloaded(self, status: int) -> None:
+        """The server answered 429/503 without rate-limit headers: halve the window (once per round trip)."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._quiet_until:
+                return
+            self._quiet_until = now + max(0.2, 2 * self._avg_latency)
+            self._window = max(1.0, self._window / 2)
+            self.decreases += 1
+        log.info(
+            "Direct API: HTTP %d without rate-limit headers; at most %d calls in flight now", status, self.window()
+        )
 
     def delay(self) -> float:
         return max(0.0, self._resume_at - time.monotonic())
@@ -66,7 +99,13 @@ class RateLimitGate:
                 return
             self._resume_at = resume_at
             self.pauses += 1
-        log.info("Direct API: %s; pausing new calls for %.2f s", reason, seconds)
+        # Pacing at the budget's edge pauses often and briefly: only a 429's pause is worth the user's attention.
+        log.log(
+            logging.INFO if reason.startswith("HTTP") else logging.DEBUG,
+            "Direct API: %s; pausing new calls for %.2f s",
+            reason,
+            seconds,
+        )
 
     def observe(self, headers: Mapping[str, str] | None, usage: Mapping[str, Any] | None = None) -> None:
         """Read the rate-limit headers (and the answer's token usage) and pause if the budget runs short."""

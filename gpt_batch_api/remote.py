@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import openai
 
+from .downloads import download_file
 from .error_kinds import STOPS_RUN, ErrorKind, error_kind
 from .errors import (
     APIError,
@@ -34,7 +35,7 @@ from .redact import redact
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
 from .server_answers import KNOWN_BATCH_STATUSES, MalformedAnswerError, checked_answer, malformed, result_file_problem
-from .store.atomic import atomic_write_bytes, crash_point
+from .store.atomic import crash_point
 
 __all__ = ["RemoteMixin", "describe_connection_error", "translate_api_error"]
 
@@ -537,7 +538,7 @@ class RemoteMixin(RequesterBase):
             (info.output_file_id, self.layout.batch_results(batch.id), info.completed),
             (info.error_file_id, self.layout.batch_errors(batch.id), info.failed),
         ):
-            if file_id:
+            if file_id:  # streamed to the task directory: a 200 MB result file is never held in memory
                 self._download_results(batch, file_id, path, expected)
         info.finished_at = time.time()
         batch.status = BatchStatus.FINISHED
@@ -561,15 +562,15 @@ class RemoteMixin(RequesterBase):
         problem, last_digest = "", b""
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
-                content = self._api(what, functools.partial(self.client.files.content, file_id))
-                atomic_write_bytes(path, content.read())
+                self._api(what, functools.partial(download_file, self.client, file_id, path))
             except APIError as exc:
                 problem = str(exc)
             else:
                 found, short_only = result_file_problem(path, expected=expected, total=batch.remote.total)
                 if found is None:
                     return
-                digest = hashlib.sha256(path.read_bytes()).digest()
+                with open(path, "rb") as file:
+                    digest = hashlib.file_digest(file, "sha256").digest()
                 if short_only and digest == last_digest:
                     log.warning(
                         "Batch %d: %s; two downloads agree, so the missing requests are retried", batch.id, found

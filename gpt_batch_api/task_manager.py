@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 POSTPROCESS_MODES = ("never", "if_written", "always")
 FIRST_POLL_DELAY = 0.25  # so that small batches are noticed within about a second
+DIRECT_WAIT_S = 0.1  # the loop's wait while direct calls run (it wakes at once when a batch is answered)
 
 OutputT = TypeVar("OutputT", bound=TaskOutputFile)
 
@@ -112,6 +113,7 @@ class TaskManager(Generic[OutputT]):
         self.step_num = 0
         self._output_written = False
         self._stop: StopMonitor | None = None
+        self._next_poll = 0.0  # time.monotonic() of the next remote poll while direct calls run
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -204,8 +206,8 @@ class TaskManager(Generic[OutputT]):
 
     def _congested(self) -> bool:
         gr = self.GR
-        if gr.S.batches_in(BatchStatus.DIRECT):
-            return True
+        if gr.S.batches_in(BatchStatus.DIRECT) and gr.direct_backlog() >= gr.direct_lookahead:
+            return True  # the direct flow is fed: its calls go on while generation pauses
         return len(gr.S.batches_in(BatchStatus.LOCAL)) >= gr.limits.max_unpushed_batches
 
     # ------------------------------------------------------------------ running
@@ -369,10 +371,12 @@ class TaskManager(Generic[OutputT]):
         generated_all = gr.opts.only_process
         while True:
             stop.check()
-            progress = gr.update_remote() + gr.process_batches(self._process_result)
+            progress = self._poll_remote() + gr.process_batches(self._process_result)
             stop.check()
             added = False
-            if not generated_all:
+            # While the direct flow has enough to send, queued requests need not grow without bound.
+            fed = gr.direct_busy and gr.S.queue.num_requests >= gr.direct_lookahead and self._congested()
+            if not generated_all and not fed:
                 before = gr.S.next_request_id
                 generated_all = bool(self.generate_requests())
                 added = gr.S.next_request_id != before
@@ -382,7 +386,7 @@ class TaskManager(Generic[OutputT]):
             stop.check()
             if not gr.opts.only_process:
                 # A task that added nothing this step waits for answers: send what is queued now.
-                progress += gr.batch_requests(flush=generated_all or not added)
+                progress += gr.batch_requests(flush=generated_all or not (added or fed))
                 progress += gr.push_batches()
                 progress += gr.run_direct_batches(self._process_result)
             self._emit_status()
@@ -398,13 +402,11 @@ class TaskManager(Generic[OutputT]):
                 log.info("Dry run: stopping here (nothing was sent and nothing was written)")
                 return False
             running = gr.S.batches_in(BatchStatus.REMOTE)
+            if gr.direct_busy:  # the direct calls go on in the background: wake when a batch is answered
+                gr.wait_direct(DIRECT_WAIT_S)
+                continue
             if running:
-                # Poll in proportion to how long the youngest batch has run: a batch done in 2 s is seen within
-                # about half a second, one running for hours at --remote_update_interval.
-                now = time.time()
-                youngest = min(now - (b.push_started_at or b.created_at) for b in running)
-                wait = min(max(FIRST_POLL_DELAY, youngest / 4), gr.opts.remote_update_interval)
-                self._wait(wait, "waiting for remote batches")
+                self._wait(self._poll_interval(), "waiting for remote batches")
                 continue
             if gr.congested_since is not None:
                 self._wait(gr.opts.remote_update_interval, "token_limit_exceeded: waiting before pushing again")
@@ -417,6 +419,25 @@ class TaskManager(Generic[OutputT]):
                 gr.opts.option_text(gr._last_block_reason) if gr._last_block_reason else "a limit",
             )
             return False
+
+    def _poll_interval(self) -> float:
+        """Poll in proportion to how long the youngest remote batch has run: a batch done in 2 s is seen within
+        about half a second, one running for hours at --remote_update_interval."""
+        running = self.GR.S.batches_in(BatchStatus.REMOTE)
+        if not running:
+            return 0.0
+        now = time.time()
+        youngest = min(now - (b.push_started_at or b.created_at) for b in running)
+        return min(max(FIRST_POLL_DELAY, youngest / 4), self.GR.opts.remote_update_interval)
+
+    def _poll_remote(self) -> int:
+        """Poll the remote batches; while direct calls keep the loop turning fast, only at the poll interval."""
+        now = time.monotonic()
+        if self.GR.direct_busy and now < self._next_poll:
+            return 0
+        ended = self.GR.update_remote()
+        self._next_poll = now + self._poll_interval()
+        return ended
 
     def _wait(self, seconds: float, reason: str) -> None:
         self.events.emit(WAITING, seconds=seconds, reason=reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -65,3 +66,42 @@ def test_direct_calls_pace_themselves_under_a_requests_per_minute_limit(tmp_path
     monkeypatch.undo()
     unpaced = run_counting_429s(tmp_path / "unpaced", paced=False, monkeypatch=monkeypatch)
     assert unpaced > paced, "the control run without pacing should have been refused more often"
+
+
+def test_the_window_halves_on_overload_and_grows_back():
+    gate = RateLimitGate(concurrency=16)
+    gate.overloaded(503)
+    assert gate.window() == 8
+    gate.overloaded(503)  # the calls sent before the first decrease answer alike: no second halving yet
+    assert gate.window() == 8
+    for _ in range(40):  # about one more call per four windows of successes
+        gate.answered(0.01)
+    assert gate.window() == 9
+    for _ in range(1000):
+        gate.answered(0.01)
+    assert gate.window() == 16
+
+
+def run_against_saturating_server(tmp_path, *, adaptive: bool, monkeypatch) -> tuple[dict[int, int], float]:
+    """A local server without rate-limit headers that answers 503 beyond 3 calls at once."""
+    if not adaptive:
+        monkeypatch.setattr(RateLimitGate, "overloaded", lambda self, status: None)
+    config = SimulatorConfig(ratelimit_headers=False, max_concurrent_calls=2, latency_ms=50, load_latency_ms=10)
+    with Simulator(config) as sim:
+        options = {"wandb": False, "progress": False, "client_base_url": sim.base_url, "openai_api_key": "sk-test"}
+        options.update(force_direct=True, direct_concurrency=16, max_direct_requests=50, max_retries=10)
+        started = time.monotonic()
+        assert NumbersTask(str(tmp_path), 150, **options).run() is True
+        took = time.monotonic() - started
+        statuses = sim.stats()["direct_statuses"]
+    assert all(r.error is None for r in assert_complete(tmp_path, 150))
+    return statuses, took
+
+
+def test_without_headers_the_calls_in_flight_back_off_on_503(tmp_path, monkeypatch):
+    adaptive, _ = run_against_saturating_server(tmp_path / "aimd", adaptive=True, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    fixed, _ = run_against_saturating_server(tmp_path / "fixed", adaptive=False, monkeypatch=monkeypatch)
+    # The first burst meets 16 - 2 refusals whatever the policy; after it the window stays near the capacity.
+    assert adaptive.get(503, 0) <= 0.3 * 150, adaptive
+    assert fixed.get(503, 0) > 1.5 * adaptive.get(503, 0), (fixed, adaptive)

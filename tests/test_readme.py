@@ -9,6 +9,7 @@ import random
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,6 +182,7 @@ def test_safe_steps_do_what_they_say_in_order(tmp_path, sim):
     assert "Dry run: would make" in proc.stderr and sorted(p.name for p in task_dir.iterdir()) == files
     proc = run_step(commands[3], args_value, sim)  # 4. ten verbose direct requests
     assert proc.stderr.count("Response: ") == 10 and state("state")["totals"]["pushed_requests"] == 10
+    assert not state("state")["batches"]  # nothing cut ahead beyond the session's 10 (it would go direct later)
     proc = run_step(commands[4], args_value, sim)  # 5. one batch of 250
     totals = state("state")["totals"]
     assert totals["pushed_batches"] == 1 and totals["pushed_requests"] == 260
@@ -201,6 +203,38 @@ def test_safe_steps_do_what_they_say_in_order(tmp_path, sim):
     check_demo_output(task_dir)
     proc = run_step(commands[8], args_value, sim)  # the status at any time
     assert "samples: 1140 committed" in proc.stdout and "meta: " in proc.stdout
+
+
+def test_local_server_guide_runs_against_the_simulator_configured_like_a_local_server(tmp_path):
+    """The guide's simulator command (no Batch API, no rate-limit headers, latency rising with load, 503 beyond
+    8 calls) and its demo command, with the values the guide says to fill in, complete the demo."""
+    section = README.split("## Local and other servers", 1)[1].split("\n## ", 1)[0]
+    demo, server = (b.strip() for b in re.findall(r"```bash\n(.*?)```", section, re.S))
+    server_args = shlex.split(server)
+    assert server_args[:3] == ["python", "-m", "gpt_batch_api.simulator"]
+    port = server_args[server_args.index("--port") + 1]
+    sim = subprocess.Popen([sys.executable, *server_args[1:]], env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        filled = demo.replace("BASE_URL", base_url).replace("MODEL", "gpt-4o-mini").replace(" N ", " 16 ")
+        args = shlex.split(filled.replace("local_run", str(tmp_path / "local_run")))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", int(port)), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.1)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+        env.pop("OPENAI_API_KEY", None)
+        proc = subprocess.run([sys.executable, *args[1:]], env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Task complete" in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert "cost 0.0000" in proc.stderr + proc.stdout  # zero prices: nothing is counted as spent
 
 
 def test_a_base_url_without_v1_stops_with_the_cause_and_the_fixed_url_completes(tmp_path, sim):

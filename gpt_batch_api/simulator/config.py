@@ -29,6 +29,12 @@ class SimulatorConfig:
     finalizing_s: float = 1.0
     # Direct endpoints
     latency_ms: float = 0.0  # added to every direct call (chat, responses, embeddings)
+    latency_jitter_ms: float = 0.0  # plus uniform(0, this) per call
+    straggler_rate: float = 0.0  # fraction of direct calls that take straggler_ms longer (a heavy tail)
+    straggler_ms: float = 0.0
+    load_latency_ms: float = 0.0  # plus this per other direct call being served at once (a GPU under load)
+    max_concurrent_calls: int = 0  # direct calls beyond this many at once answer 503 (0 = unlimited)
+    ratelimit_headers: bool = True  # False: no x-ratelimit-* headers, like vLLM, llama.cpp or Ollama
     rpm: int = 0  # requests per minute (0 = unlimited)
     tpm: int = 0  # tokens per minute: prompt tokens + requested max output tokens (0 = unlimited)
     # Batch API
@@ -63,7 +69,18 @@ class SimulatorConfig:
             raise ValueError(
                 f"SimulatorConfig.server_kind must be one of {', '.join(SERVER_KINDS)}, got {self.server_kind!r}"
             )
-        for name in ("validating_s", "in_progress_s", "finalizing_s", "latency_ms", "rpm", "tpm"):
+        for name in (
+            "validating_s",
+            "in_progress_s",
+            "finalizing_s",
+            "latency_ms",
+            "latency_jitter_ms",
+            "straggler_ms",
+            "load_latency_ms",
+            "max_concurrent_calls",
+            "rpm",
+            "tpm",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -74,6 +91,12 @@ FIELD_HELP = {
     "in_progress_s": "seconds a batch stays 'in_progress' (its completed count grows over this time)",
     "finalizing_s": "seconds a batch stays 'finalizing' (or 'cancelling') before its files are ready",
     "latency_ms": "milliseconds added to every direct call (chat, responses, embeddings)",
+    "latency_jitter_ms": "milliseconds of uniform random latency added to each direct call, from 0 to this",
+    "straggler_rate": "fraction of direct calls (0 to 1) that take --straggler_ms longer: a heavy tail",
+    "straggler_ms": "milliseconds added to a straggler direct call",
+    "load_latency_ms": "milliseconds added to a direct call per other direct call being served at once",
+    "max_concurrent_calls": "direct calls served at once; beyond them the answer is 503 (0 = unlimited)",
+    "ratelimit_headers": "send x-ratelimit-* headers on direct answers (false: like a local server)",
     "rpm": "requests per minute allowed on the direct endpoints, then 429 (0 = unlimited)",
     "tpm": "tokens per minute allowed on the direct endpoints: prompt + requested max output (0 = unlimited)",
     "enqueued_token_limit": "prompt tokens of a model's batches in flight at once; a batch over it fails with "

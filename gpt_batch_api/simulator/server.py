@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -65,6 +66,8 @@ class Simulator:
         self.batches = BatchStore(self.config, self.files, self.answerer, self.lock)
         self.limiter = RateLimiter()
         self.direct_requests = 0
+        self.direct_serving = 0  # direct calls being answered right now
+        self.direct_statuses: Counter[int] = Counter()  # HTTP status of every direct answer
         self.anthropic = AnthropicAPI(self, self._inject_faults, self._random)
         self._rng = random.Random(self.config.seed)
         self._rng_generation = getattr(self.config, "seed_generation", 0)
@@ -133,10 +136,16 @@ class Simulator:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """``batches`` (every batch ever created, as API objects), ``files`` (stored now), ``direct_requests``."""
+        """``batches`` (every batch ever created, as API objects), ``files`` (stored now), ``direct_requests``,
+        ``direct_statuses`` (direct answers by HTTP status)."""
         batches = self.batches.all()
         with self.lock:
-            return {"batches": batches, "files": len(self.files.files), "direct_requests": self.direct_requests}
+            return {
+                "batches": batches,
+                "files": len(self.files.files),
+                "direct_requests": self.direct_requests,
+                "direct_statuses": dict(self.direct_statuses),
+            }
 
     # --- requests -------------------------------------------------------------------------------------
 
@@ -155,15 +164,23 @@ class Simulator:
             self._check_account(headers)
             if direct:
                 status, payload, extra, content_type = self._direct(path, body)
+                with self.lock:
+                    self.direct_statuses[status] += 1
                 return status, payload, extra if kind == "openai" else {}, content_type
             return self._route(method, path, query_text, headers, body)
         except ApiError as exc:
+            if direct:
+                with self.lock:
+                    self.direct_statuses[exc.status] += 1
             if kind != "openai":  # local servers send no rate-limit headers and have their own error shape
                 return exc.status, json.dumps(_local_error_body(kind, exc)).encode(), {}, "application/json"
             extra.update(exc.headers)
             if direct:
-                with self.limiter._lock:
-                    extra = {**self.limiter._headers(self.config.rpm, self.config.tpm), **extra}
+                if self.config.ratelimit_headers:
+                    with self.limiter._lock:
+                        extra = {**self.limiter._headers(self.config.rpm, self.config.tpm), **extra}
+                else:
+                    extra = {k: v for k, v in extra.items() if not k.startswith("x-ratelimit-")}
             return exc.status, json.dumps(exc.body).encode(), extra, "application/json"
         except _Drop:
             raise
@@ -248,12 +265,34 @@ class Simulator:
             )
 
     def _direct(self, endpoint: str, raw: bytes) -> tuple[int, bytes, dict[str, str], str]:
-        config = self.config
         with self.lock:
             self.direct_requests += 1
+            others = self.direct_serving
+            self.direct_serving += 1
+        try:
+            return self._answer_direct(endpoint, raw, others)
+        finally:
+            with self.lock:
+                self.direct_serving -= 1
+
+    def _latency_s(self, others: int) -> float:
+        """This call's simulated latency: the base, jitter, a heavy tail and the load of the other calls."""
+        config = self.config
+        seconds = config.latency_ms + config.load_latency_ms * others
+        if config.latency_jitter_ms or config.straggler_rate:
+            with self.lock:
+                jitter, tail = self._random(), self._random()
+            seconds += jitter * config.latency_jitter_ms + (config.straggler_ms if tail < config.straggler_rate else 0)
+        return seconds / 1000
+
+    def _answer_direct(self, endpoint: str, raw: bytes, others: int) -> tuple[int, bytes, dict[str, str], str]:
+        config = self.config
+        if config.max_concurrent_calls and others >= config.max_concurrent_calls:
+            raise ApiError(503, "The server is overloaded; try again later.", type_="server_error", code="overloaded")
         self._inject_faults()
-        if config.latency_ms:
-            time.sleep(config.latency_ms / 1000)
+        latency = self._latency_s(others)
+        if latency:
+            time.sleep(latency)
         body = _json_body(raw)
         malformed = False
         if config.malformed_json_rate > 0:
@@ -266,6 +305,8 @@ class Simulator:
                 requested += body[key] * (body.get("n") or 1 if isinstance(body.get("n"), int) else 1)
                 break
         headers = self.limiter.admit(config.rpm, config.tpm, requested)
+        if not config.ratelimit_headers:
+            headers = {}
         return 200, json.dumps(answer).encode(), headers, "application/json"
 
     def _route(self, method: str, path: str, query_text: str, headers: Any, raw: bytes) -> tuple[int, bytes, dict, str]:
