@@ -152,7 +152,9 @@ class TaskManager(Generic[OutputT]):
 
         ``info.retry`` says whether the requester will queue the request again; a task may reject an answer
         with ``info.request_retry(...)``. Samples that will not be retried and have no usable answer
-        should go to ``self.T.failed_samples``.
+        should go to ``self.T.failed_samples``. A big batch's response bodies are read from its results file
+        as they are used (``info.resp_info.body``), so that not all are in memory at once: take what you need
+        here, as that file is deleted once this batch is committed.
         """
         raise NotImplementedError
 
