@@ -148,6 +148,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self.S = RequesterState(endpoint=self.endpoint.path)
         self.session = Amounts()  # pushed (remote or direct) during this session
         self.session_processed_failed = 0  # failed batches force-processed this session
+        self.session_direct_processed = 0  # direct batches processed this session (its answers were usable)
         self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
@@ -560,12 +561,16 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
     def _tail_direct_requests(self) -> int | None:
         """The size of the direct batches the rest of the queue is cut into once it fits in one (the end of a
         run, a straggler batch, retries): a batch is processed when its slowest call answers, so in a big one
-        a single slow call would hold back the retries of every other request until the flow runs dry. None:
-        the queue holds more than one direct batch."""
+        a single slow call would hold back the retries of every other request until the flow runs dry. At
+        least two, so that one refusal of every request of a batch is still seen as a configuration error
+        (``same_refusal``) rather than failing the requests one by one. Only once a direct batch of this
+        session was processed: a server refusing the configuration refuses the first batch, which is then given
+        back whole (several batches started under it would stay started, each refused in a rerun of its own).
+        None: no split."""
         cap = self.limits.direct.requests
-        if cap is not None and self.S.queue.num_requests > cap:
+        if not self.session_direct_processed or (cap is not None and self.S.queue.num_requests > cap):
             return None
-        return max(1, self.opts.direct_concurrency // TAIL_BATCHES_PER_CONCURRENCY)
+        return max(2, self.opts.direct_concurrency // TAIL_BATCHES_PER_CONCURRENCY)
 
     def _take(
         self, limit: Limit, reserved: Amounts | None = None, max_requests: int | None = None
