@@ -28,7 +28,11 @@ _REQUESTER_HELP: dict[str, str | None] = {
     "openai_api_key": "OpenAI API key (default: $OPENAI_API_KEY); never written to any file or log",
     "openai_organization": "OpenAI organization ID",
     "openai_project": "OpenAI project ID",
-    "client_base_url": "Base URL of an OpenAI-compatible server (e.g. a local vLLM, or our simulator)",
+    "provider": "Batch provider: openai (and OpenAI-compatible servers) or anthropic (Claude; needs "
+    'pip install "gpt_batch_api[anthropic]")',
+    "anthropic_api_key": "Anthropic API key (default: $ANTHROPIC_API_KEY); never written to any file or log",
+    "client_base_url": "Base URL of the API server (an OpenAI-compatible one such as a local vLLM, a gateway, or our "
+    "simulator; with --provider anthropic, of the Anthropic API)",
     "autocreate_working_dir": None,  # exposed as --no_autocreate_working_dir
     "lock_timeout": "Seconds to wait for another process holding the task lock (default: wait forever)",
     "lock_poll_interval": "Seconds between attempts to take the task lock",

@@ -83,7 +83,7 @@ class ProcessingMixin(RequesterBase):
         processed = 0
         for batch in self.S.batches_in(BatchStatus.FINISHED):
             if batch.remote.status == "failed" and not self._may_process_failed(batch):
-                reasons = "; ".join(str(e.get("message", "")).rstrip(".") for e in batch.remote.errors[:3])
+                reasons = "; ".join(e.rstrip(".") for e in batch.remote.errors[:3])
                 raise ProcessingError(
                     f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: {reasons or 'no details'}. "
                     "Fix the cause, then rerun with --process_failed_batches N to finalise it (add "
@@ -122,7 +122,7 @@ class ProcessingMixin(RequesterBase):
             data["status"],
             data["body"],
             path=self.endpoint.path.removeprefix("/v1"),
-            base_url=str(self.client.base_url),
+            base_url=self.api_base_url,
             model=model if isinstance(model, str) else None,
         )
         self.unpush(batch)
@@ -298,9 +298,8 @@ class ProcessingMixin(RequesterBase):
         self.S.history = [*self.S.history, self._history_entry(batch, result)][-HISTORY_LENGTH:]
         self.S.batches = [b for b in self.S.batches if b.id != batch.id]
         self._pending_deletes.extend(p for p in self.layout.batch_files(batch.id) if p.exists())
-        for file_id in (batch.remote.file_id, batch.remote.output_file_id, batch.remote.error_file_id):
-            if file_id:
-                self.S.remote_cleanup.append(file_id)
+        if batch.remote.backend:
+            self.S.remote_cleanup.append(batch.remote)
         crash_point("process_before_commit")
         self.commit(with_task=True)
         crash_point("process_after_commit")

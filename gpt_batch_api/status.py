@@ -41,7 +41,8 @@ def status_report(task: TaskManager) -> str:
         detail = ""
         if batch.status in (BatchStatus.REMOTE, BatchStatus.FINISHED):
             detail = (
-                f" remote {remote.batch_id} {remote.status}: {remote.completed + remote.failed}/"
+                f" remote {remote.batch_id} {remote.provider_status or remote.status}: "
+                f"{remote.succeeded + remote.failed}/"
                 f"{remote.total or batch.num_requests} done ({remote.failed} failed)"
             )
         lines.append(

@@ -483,7 +483,8 @@ class TaskManager(Generic[OutputT]):
     def _public_config(self) -> dict[str, Any]:
         """Task meta and requester settings for monitoring; never contains the API key."""
         options = dataclasses.asdict(self.GR.opts)
-        options.pop("openai_api_key", None)
+        for secret in ("openai_api_key", "anthropic_api_key"):
+            options.pop(secret, None)
         if options.get("client_base_url"):
             options["client_base_url"] = redact(options["client_base_url"])
         return {"task": type(self).__name__, "meta": self.T.meta, **options}

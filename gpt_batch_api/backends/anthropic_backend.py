@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 
 from ..error_kinds import ErrorKind, error_kind
-from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError
+from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError, StopRequested
+from ..redact import redact
+from ..server_answers import malformed
 from ..store.atomic import atomic_write_bytes
 from .base import BatchTag, CandidatesUnresolved, DownloadSummary, ForeignResults, RemoteBatch, RemoteStatus
 
@@ -45,9 +47,7 @@ def import_anthropic() -> Any:
     try:
         import anthropic
     except ImportError:
-        raise ConfigError(
-            'Anthropic jobs need the anthropic SDK: pip install "gpt_batch_api[anthropic]"'
-        ) from None
+        raise ConfigError('Anthropic jobs need the anthropic SDK: pip install "gpt_batch_api[anthropic]"') from None
     return anthropic
 
 
@@ -80,27 +80,39 @@ class AnthropicBatchBackend:
         sdk = self._sdk
         try:
             return call(*args, **kwargs)
-        except sdk.APIStatusError as exc:
+        except sdk.APIError as exc:
+            if isinstance(exc.__cause__, StopRequested):  # the SDK wraps what interrupted its HTTP call
+                raise exc.__cause__ from None
+            raise self._error(exc, what) from exc
+        except (ValueError, AttributeError, TypeError) as exc:  # a body that is not the API's answer
+            raise malformed(what, f"{type(exc).__name__}: {exc}") from None
+
+    def _error(self, exc: Any, what: str) -> APIError:
+        sdk = self._sdk
+        if isinstance(exc, sdk.APIStatusError):
             message = _error_message(exc)
             kind = error_kind(exc.status_code, exc.body)  # read like OpenAI's, gateways included
             if kind == ErrorKind.AUTH:
-                raise AuthenticationError(
+                return AuthenticationError(
                     f"{what}: the Anthropic API key was rejected ({exc.status_code}: {message}). Check "
-                    "ANTHROPIC_API_KEY, then rerun the same command.",
+                    "ANTHROPIC_API_KEY or --anthropic_api_key, then rerun the same command.",
                     exc.status_code,
-                ) from exc
+                )
             if kind == ErrorKind.QUOTA:
-                raise QuotaExceededError(
+                return QuotaExceededError(
                     f"{what}: the Anthropic account is out of credit ({message}). Add credit in the Anthropic "
                     "console (Plans & Billing), then rerun the same command.",
                     exc.status_code,
-                ) from exc
-            raise APIError(f"{what} failed with HTTP {exc.status_code}: {message}", exc.status_code) from exc
-        except sdk.APIConnectionError as exc:
-            raise APIError(
-                f"{what}: cannot reach the Anthropic API at {self.client.base_url} ({exc}). Check the network "
-                "or the base URL, then rerun the same command (nothing is lost)."
-            ) from exc
+                )
+            transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+            return APIError(
+                f"{what} failed with HTTP {exc.status_code}: {message}", exc.status_code, transient=transient
+            )
+        return APIError(
+            f"{what}: cannot reach the Anthropic API at {redact(str(self.client.base_url))} ({exc}). Check the "
+            "network or the base URL, then rerun the same command (nothing is lost).",
+            transient=True,
+        )
 
     def _view(self, batch: Any) -> RemoteBatch:
         counts = batch.request_counts
@@ -113,8 +125,8 @@ class AnthropicBatchBackend:
                 status = RemoteStatus.CANCELLED
             elif counts.expired:
                 status = RemoteStatus.EXPIRED
-        elif status is RemoteStatus.COMPLETED:  # an unknown status: not ended, so keep polling
-            status = RemoteStatus.RUNNING
+        elif status is RemoteStatus.COMPLETED:  # a word we do not know: not ended, so keep polling
+            status = RemoteStatus.UNKNOWN
         return RemoteBatch(
             backend=self.name,
             batch_id=batch.id,
@@ -128,7 +140,15 @@ class AnthropicBatchBackend:
 
     # --- BatchBackend ---------------------------------------------------------------------------------
 
-    def submit(self, batch_file: Path, tag: BatchTag, num_requests: int) -> RemoteBatch:
+    def prepare(self, batch_file: Path, tag: BatchTag) -> dict[str, str]:
+        return {}  # the requests travel in the create call
+
+    def discard(self, tag: BatchTag, handles: dict[str, str]) -> None:
+        pass  # nothing is uploaded before a batch is created
+
+    def submit(
+        self, batch_file: Path, tag: BatchTag, num_requests: int, handles: dict[str, str] | None = None
+    ) -> RemoteBatch:
         requests = []
         prefix = f"{tag.token}_"
         with open(batch_file, "rb") as file:
