@@ -240,7 +240,8 @@ class RemoteMixin(RequesterBase):
     def _find_remote_batch(self, batch: BatchState) -> RemoteBatch | None:
         """The remote batch created for ``batch`` (found by its tag), if any; raises CandidatesUnresolved."""
         since = batch.push_started_at or 0.0
-        return self._api(lambda: self.backend.find(self._tag(batch), batch.num_requests, since))
+        known = frozenset(b.remote.batch_id for b in self.S.batches if b.remote.batch_id and b.id != batch.id)
+        return self._api(lambda: self.backend.find(self._tag(batch), batch.num_requests, since, known))
 
     def _adopt(self, batch: BatchState, remote: RemoteBatch) -> None:
         batch.status = BatchStatus.REMOTE
@@ -265,7 +266,7 @@ class RemoteMixin(RequesterBase):
                 continue
             if remote is not None:
                 log.info(
-                    "Batch %d was pushed before the interruption: adopting remote batch %s",
+                    "Batch %d was pushed before an interruption or a lost answer: adopting remote batch %s",
                     batch.id,
                     remote.batch_id,
                 )

@@ -98,6 +98,11 @@ class TokenEstimator:
             return self._responses(payload, model)
         if endpoint == "/embeddings":
             return self._embeddings(payload, model)
+        if endpoint == "/messages":  # Claude's tokenizer is not public: a high-side estimate (endpoints/messages.py)
+            from .endpoints.messages import messages_input_tokens
+
+            enc = get_encoding("cl100k_base")
+            return InputTokens(text=messages_input_tokens(payload, lambda text: _count(enc, text)), exact=False)
         self._warn(f"endpoint:{endpoint}", f"no recipe for {endpoint}; counting the JSON body")
         return InputTokens(text=len(self._encoding(model).encode(json.dumps(payload, default=str))), exact=False)
 

@@ -161,13 +161,15 @@ class AnthropicBatchBackend:
         batches = self.client.with_options(max_retries=0).messages.batches  # a retry could submit twice
         return self._view(self._call(f"create batch {tag.batch_id}", batches.create, requests=requests))
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         running = []
         for batch in self._call("list batches", self.client.messages.batches.list, limit=100):
             view = self._view(batch)
             if view.created_at < since - CLOCK_SKEW_S:
                 break  # newest first: the rest are older than the push
-            if view.total != num_requests:
+            if view.total != num_requests or view.batch_id in exclude:
                 continue
             if batch.processing_status != "ended":
                 running.append(view)

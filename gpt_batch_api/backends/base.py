@@ -133,8 +133,11 @@ class BatchBackend(Protocol):
         None). Best effort: failures are logged, not raised."""
         ...
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         """The remote batch submitted for ``tag`` at or after ``since`` (a Unix time), or None if there is none.
+        ``exclude``: ids of remote batches the caller already knows to be others' (its other batches).
 
         A certain answer has ``certain=True``. A backend whose provider keeps no tag on the batch may return
         the only plausible candidate with ``certain=False`` (its results confirm it later, see ``download``),

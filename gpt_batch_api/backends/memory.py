@@ -95,7 +95,9 @@ class InMemoryBatchBackend:
             )
         return self._view(batch)
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         for batch in reversed(list(self.batches.values())):
             if batch.tag == tag and batch.created_at >= since - 600:
                 return self._view(batch)

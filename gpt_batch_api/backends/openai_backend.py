@@ -160,7 +160,9 @@ class OpenAIBatchBackend:
         )
         return self._view(batch)
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         wanted = self._metadata(tag)
         page = self._call("list batches", lambda: self.client.batches.list(limit=100))
         while True:
