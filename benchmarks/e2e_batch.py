@@ -4,7 +4,7 @@ generate -> commit -> cut batches -> upload + create -> (instant completion) -> 
 task state + output. Prints wall time, CPU time, peak RSS, bytes written and microseconds of local CPU
 per request per stage, then a JSON line. The simulator runs in its own process.
 
-    python benchmarks/e2e_batch.py --requests 100000
+    python benchmarks/e2e_batch.py --requests 100000 [--provider anthropic]
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--batch_requests", type=int, default=50_000)
+    parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
     args = parser.parse_args()
+    SyntheticTask.anthropic = args.provider == "anthropic"
     logging.basicConfig(level=logging.WARNING, stream=io.StringIO())
     timing_flags = ["--validating_s", "0", "--in_progress_s", "0", "--finalizing_s", "0"]
     with simulator_process(*timing_flags) as base_url, tempfile.TemporaryDirectory() as task_dir:
@@ -39,6 +41,7 @@ def main() -> None:
             max_remote_ktokens=60_000,
             max_remote_requests=10_000_000,
             remote_update_interval=0.2,  # the simulator needs seconds per 50,000 answers: polling faster only burns CPU
+            provider=args.provider,
         )
         timer = StageTimer()
         gr = task.GR
@@ -71,6 +74,7 @@ def main() -> None:
     ours = cpu - generation  # the target's measure: everything but generation
     library = cpu - task_code  # the library alone: without the task's two hooks
     waiting = timer.wall["poll + download"] - timer.cpu["poll + download"]
+    print(f"{'provider':<34}{args.provider:>12}")
     print(f"{'requests':<34}{n:>12,}")
     print(f"{'wall time':<34}{wall:>12.2f} s")
     print(f"{'CPU time':<34}{cpu:>12.2f} s")
@@ -91,6 +95,7 @@ def main() -> None:
     print_json(
         {
             "benchmark": "e2e_batch",
+            "provider": args.provider,
             "requests": n,
             "wall_s": wall,
             "cpu_s": cpu,
