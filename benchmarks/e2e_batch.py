@@ -61,6 +61,11 @@ def main() -> None:
         c0 = time.process_time()
         gr.estimator.payload_input_tokens(SyntheticTask.payload(0), gr.endpoint.path)
         startup_cpu = time.process_time() - c0
+        # One-time cost, reported apart like the tokenizer's: importing the provider's SDK (openai is imported
+        # by the library itself before the run; anthropic only when the backend is first made).
+        c0 = time.process_time()
+        __import__(args.provider)
+        sdk_import_cpu = time.process_time() - c0
         generation = SyntheticTask.generation_cpu(args.requests)
         written_before = bytes_written()
         w0, c0 = time.perf_counter(), time.process_time()
@@ -85,6 +90,7 @@ def main() -> None:
     print(f"{'bytes left in the task dir':<34}{left:>12,}")
     print(f"{'wall time waiting on the remote':<34}{waiting:>12.2f} s")
     print(f"{'one-time tokenizer load (excl.)':<34}{startup_cpu:>12.2f} s CPU")
+    print(f"{'one-time SDK import (excl.)':<34}{sdk_import_cpu:>12.2f} s CPU")
     print("CPU per request by stage (exclusive):")
     print(f"  {'generate (task code, timed apart)':<32}{generation / n * 1e6:>10.1f} us")
     staged = generation
@@ -100,6 +106,7 @@ def main() -> None:
             "wall_s": wall,
             "cpu_s": cpu,
             "startup_cpu_s": startup_cpu,
+            "sdk_import_cpu_s": sdk_import_cpu,
             "cpu_us_per_request": ours / n * 1e6,
             "cpu_us_per_request_library": library / n * 1e6,
             "cpu_us_per_request_with_generation": cpu / n * 1e6,

@@ -124,3 +124,45 @@ def test_random_kills_and_interrupts_submit_each_batch_once(tmp_path):
         assert_exactly_once(sim)
         assert_no_temp_files(tmp_path)
         assert kills >= 4 and interrupts >= 2, (kills, interrupts)
+
+
+# ------------------------------------------------------------------------------ faults on the Anthropic routes
+
+FAULTS = {
+    # 500s, 429s and dropped connections on every Message Batches call (create, list, retrieve, results, delete)
+    "batch_routes_500": {"batch_api_faults": True, "http_500_rate": 0.25},
+    "batch_routes_429": {"batch_api_faults": True, "http_429_rate": 0.25},
+    "batch_routes_dropped": {"batch_api_faults": True, "drop_connection_rate": 0.2},
+    # about half of the requests of two batches expire: free retries, nothing lost
+    "expired_batches": {"expire_next_batches": 2},
+    # errored result lines (overloaded/api errors retried, invalid requests fatal)
+    "errored_lines": {"error_line_rate": 0.15},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_faults_on_anthropic_routes_complete_with_each_batch_submitted_once(tmp_path, fault):
+    """Each fault ends in a complete task (rerun once if the run stopped with advice): every sample once,
+    no local batch submitted twice."""
+    config = SimulatorConfig(**FAST_BATCHES, seed=11)
+    for knob, value in FAULTS[fault].items():
+        setattr(config, knob, value)
+    with Simulator(config) as sim:
+        num = 60
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, num, OPTIONS)
+        out, _ = proc.communicate(timeout=180)
+        if proc.returncode != 0:  # a stop with advice: the advice is to rerun the same command
+            assert proc.returncode == 1 and "rerun" in out.lower() and "Traceback" not in out, out[-3000:]
+            for knob in FAULTS[fault]:
+                setattr(sim.config, knob, type(getattr(sim.config, knob))())
+            out = finish(tmp_path, sim, num, OPTIONS)
+        records = assert_complete(tmp_path, num)
+        assert_exactly_once(sim)
+        if fault.startswith("batch_routes"):
+            assert sim.faults_injected > 0  # the Message Batches calls did meet the fault
+        if fault == "expired_batches":
+            assert sim.config.expire_next_batches == 0  # two batches expired in part ...
+        if fault != "errored_lines":  # ... and their requests were retried for free: nothing failed
+            assert all(r.error is None for r in records), [r for r in records if r.error][:3]
+        else:
+            assert any(r.retry_num > 0 or r.error for r in records)

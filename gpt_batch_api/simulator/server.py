@@ -66,6 +66,7 @@ class Simulator:
         self.batches = BatchStore(self.config, self.files, self.answerer, self.lock)
         self.limiter = RateLimiter()
         self.direct_requests = 0
+        self.faults_injected = 0  # 500s, 429s and dropped connections injected by the fault knobs
         self.direct_serving = 0  # direct calls being answered right now
         self.direct_statuses: Counter[int] = Counter()  # HTTP status of every direct answer
         self.anthropic = AnthropicAPI(self, self._inject_faults, self._random)
@@ -244,6 +245,8 @@ class Simulator:
             return
         with self.lock:
             draw = self._random()
+            if draw < config.drop_connection_rate + config.http_500_rate + config.http_429_rate:
+                self.faults_injected += 1  # tests check that a fault knob did inject faults
         if draw < config.drop_connection_rate:
             raise _Drop
         draw -= config.drop_connection_rate
