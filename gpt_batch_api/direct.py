@@ -478,7 +478,7 @@ class DirectExecutor:
                 return None
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return float(min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
 
 def _has_ratelimit_headers(headers: Any) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .requester_state import BatchStatus
 
@@ -21,7 +21,7 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def status_report(task: TaskManager) -> str:
+def status_report(task: TaskManager[Any]) -> str:
     """Samples by state, queue, batches, retries, failures, tokens and cost, and headroom under each limit."""
     T, gr = task.T, task.GR
     S, totals, limits = gr.S, gr.S.totals, gr.limits

@@ -495,7 +495,7 @@ class TaskManager(Generic[OutputT]):
         if any(getattr(m, "enabled", False) for m in monitors):
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            return logging_redirect_tqdm()
+            return logging_redirect_tqdm()  # type: ignore[no-any-return]
         return contextlib.nullcontext()
 
     def _start_monitors(self) -> list[Any]:
