@@ -89,10 +89,40 @@ class ProcessingMixin(RequesterBase):
                     "Fix the cause, then rerun with --process_failed_batches N to finalise it (add "
                     "--retry_fatal_requests to retry its requests), or --wipe_requests to drop it."
                 )
+            damage = self._damaged_download(batch)
+            if damage is not None:
+                # The provider still holds the answers (its files are deleted only after processing): download
+                # them again rather than count those requests as missing and buy them again.
+                log.warning("Batch %d: %s; downloading its results again", batch.id, damage)
+                batch.status = BatchStatus.REMOTE
+                self.commit()
+                continue
             with gc_paused():  # one batch's result objects die before the collector would walk them
                 self.process_batch(batch, handler)
             processed += 1
         return processed
+
+    def _damaged_download(self, batch: BatchState) -> str | None:
+        """Why the downloaded result files of ``batch`` are no longer what was downloaded (changed or deleted
+        since, e.g. a disk or a user's edit), or None. Cheap: sizes and the last byte, not every line."""
+        info = batch.remote
+        if not info.backend or not info.batch_id or info.status == "missing":
+            return None
+        for path, expected in ((self.layout.batch_results(batch.id), info.succeeded),
+                               (self.layout.batch_errors(batch.id), info.failed)):  # fmt: skip
+            if not path.exists():
+                if expected > 0:
+                    return f"{path.name} is gone although the batch reported {expected} lines"
+                continue
+            size = path.stat().st_size
+            if expected > 0 and size == 0:
+                return f"{path.name} is empty although the batch reported {expected} lines"
+            if size:
+                with open(path, "rb") as file:
+                    file.seek(size - 1)
+                    if file.read(1) != b"\n":
+                        return f"{path.name} ends inside a line (cut short after it was downloaded)"
+        return None
 
     def _may_process_failed(self, batch: BatchState) -> bool:
         allowed = self.opts.process_failed_batches
