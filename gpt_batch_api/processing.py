@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -349,8 +350,9 @@ class ProcessingMixin(RequesterBase):
         if self.S.num_pass_failures >= self.opts.max_pass_failures:
             raise ProcessingError(
                 f"{self.S.num_pass_failures} consecutive batches did not pass (pass ratio below "
-                f"--min_pass_ratio {self.opts.min_pass_ratio}). Inspect the errors above and fix the requests; "
-                "then rerun (raise --max_pass_failures or lower --min_pass_ratio to tolerate this)."
+                f"--min_pass_ratio {self.opts.min_pass_ratio}). {_error_summary(batch, result)} Fix the cause "
+                "(the requests, or the task's checks of the answers); then rerun (raise --max_pass_failures or lower "
+                "--min_pass_ratio to tolerate this)."
             )
 
     def _queue_retry(self, info: ResultInfo) -> None:
@@ -426,3 +428,19 @@ class ProcessingMixin(RequesterBase):
             "predicted_cost": stats.predicted_cost,
             "processed_at": time.time(),
         }
+
+
+def _error_summary(batch: BatchState, result: BatchResult) -> str:
+    """The most common errors of ``batch`` (the task's own rejections included), each with one example: the
+    errors of rejected answers are not logged one by one, so the stop must name them."""
+    counts: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for info in result.infos.values():
+        if info.err_info is not None:
+            kind = f"{info.err_info.type}/{info.err_info.subtype}"
+            counts[kind] += 1
+            examples.setdefault(kind, str(info.err_info.msg)[:200])
+    if not counts:
+        return f"Batch {batch.id} had no errors, but too few answers succeeded."
+    top = "; ".join(f"{kind} x{n} (e.g. {examples[kind]!r})" for kind, n in counts.most_common(3))
+    return f"Most common errors in batch {batch.id}: {top}."
