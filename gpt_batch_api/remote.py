@@ -143,6 +143,19 @@ class RemoteMixin(RequesterBase):
                 return exceeded
         return None
 
+    def blocking_limit(self) -> str | None:
+        """The option that keeps the waiting work from being sent now (for a stop that must name it)."""
+        for batch in self.S.batches_in(BatchStatus.LOCAL):
+            return self.push_blocker(batch)
+        for batch in self.S.batches_in(BatchStatus.DIRECT):
+            if batch.push_started_at is None:
+                return self.spend_blocker(Amounts(batch.num_requests, batch.tokens_input, batch.cost, batch.size))
+        queue = self.S.queue
+        if queue.num_requests:
+            average = Amounts(1, queue.tokens_input // queue.num_requests, queue.cost / queue.num_requests, 0)
+            return self.spend_blocker(average)
+        return None
+
     def note_blocked(self, reason: str | None) -> None:
         if reason is not None and reason != self._last_block_reason:
             message = f"Not sending more requests for now: {self.opts.option_text(reason)} reached"
