@@ -304,8 +304,11 @@ class TaskManager(Generic[OutputT]):
         self._state_files.prepare_commit(txn, self.T)
 
     def _reinit_meta(self) -> bool:
-        """Replace the stored meta with ``init_meta`` (--reinit_meta); True if anything changed."""
-        old, new = self.T.meta, dict(self.init_meta)
+        """Set the requested meta values (``requested_meta``) over the stored ones (--reinit_meta); values not
+        requested keep what is stored (a task started with --model X keeps X when only another value is
+        changed), keys the stored meta lacks take ``init_meta``'s. True if anything changed."""
+        old = self.T.meta
+        new = {**self.init_meta, **old, **self.requested_meta()}
         changes = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in {**old, **new} if old.get(k) != new.get(k)]
         if not changes:
             log.info("Task meta unchanged (--reinit_meta): the given values equal the stored ones")
