@@ -208,7 +208,8 @@ _TASK_DEFAULTS: dict[str, Any] = {
 def config_defaults() -> dict[str, Any]:
     """Every TaskManager/GPTRequester keyword with its default (the content of config/gpt_batch_api.yaml)."""
     requester = {f.name: f.default for f in dataclasses.fields(RequesterOptions)}
-    requester.pop("openai_api_key")  # secrets never live in config files: use $OPENAI_API_KEY
+    for secret in ("openai_api_key", "anthropic_api_key"):  # never in config files: use the environment
+        requester.pop(secret)
     return {"task_manager": dict(_TASK_DEFAULTS), "gpt_requester": requester}
 
 
