@@ -45,10 +45,10 @@ from typing import Any
 
 import openai
 
+from .backends.openai_errors import describe_connection_error, translate_api_error
 from .error_kinds import ErrorKind, advice, error_kind
 from .errors import AuthenticationError, ConfigError, QuotaExceededError, ServerRefusedError
 from .ratelimit import RateLimitGate
-from .remote import describe_connection_error, translate_api_error
 from .store import fastjson
 from .store.atomic import DISK_ERRNOS, crash_point, disk_error
 
@@ -478,7 +478,7 @@ class DirectExecutor:
                 return None
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return float(min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
 
 def _has_ratelimit_headers(headers: Any) -> bool:

@@ -139,3 +139,18 @@ def test_the_end_of_a_direct_run_is_cut_into_small_batches(tmp_path, sim):
         gr.batch_requests(flush=True, split_tail=True)
         assert [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)] == [4, 4, 2]  # ... at least 2 each
         process_all()
+
+
+def test_a_pass_failure_stop_names_the_task_rejections_it_never_logged(tmp_path):
+    """Answers the task rejects are not logged one by one; the stop after --max_pass_failures names them."""
+    from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+    from .support.helpers import run_numbers_subprocess
+
+    options = {"force_direct": True, "max_direct_requests": 10}
+    with Simulator(SimulatorConfig()) as sim:
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 30, options, reject_every=1)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-3000:]
+    assert "consecutive batches did not pass" in out, out[-3000:]
+    assert "TaskSpecific/Rejected x10" in out and "rejected on purpose by the test task" in out, out[-3000:]
