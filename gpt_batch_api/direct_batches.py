@@ -64,6 +64,7 @@ class DirectBatchesMixin(RequesterBase):
         for batch_id in self._executor.completed():
             with gc_paused():  # see ProcessingMixin.process_batches
                 self.process_batch(self.S.batch(batch_id), handler)
+            self.session_direct_processed += 1
             done += 1
         self._executor.check()
         return done

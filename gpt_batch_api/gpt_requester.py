@@ -78,6 +78,7 @@ def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
 
 
 LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to loopback servers when the user set no key
+TAIL_BATCHES_PER_CONCURRENCY = 4  # the end of a direct run is cut into batches of direct_concurrency / this
 
 
 def is_loopback_url(url: str | None) -> bool:
@@ -150,6 +151,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self.S = RequesterState(endpoint=self.endpoint.path)
         self.session = Amounts()  # pushed (remote or direct) during this session
         self.session_processed_failed = 0  # failed batches force-processed this session
+        self.session_direct_processed = 0  # direct batches processed this session (its answers were usable)
         self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
@@ -534,12 +536,14 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
 
     # ------------------------------------------------------------------ cutting batches
 
-    def batch_requests(self, *, flush: bool) -> int:
+    def batch_requests(self, *, flush: bool, split_tail: bool = False) -> int:
         """Cut batches from the head of the queue within the batch limits; returns how many were made.
 
         A batch is cut once it is full; with ``flush`` (nothing more will be generated) the remainder is
         cut too. A batch under ``min_batch_requests`` (or any batch with ``force_direct``) becomes a direct
-        batch, run through the direct API.
+        batch, run through the direct API. ``split_tail`` (the task has generated everything: what is left
+        is the end of the run and its retries) cuts a remainder that fits in one direct batch into small
+        ones (see ``_tail_direct_requests``).
         """
         if self.dryrun:
             if flush and self._dry_planned != self.S.queue.num_requests:  # show the plan once, when complete
@@ -556,12 +560,16 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 break
             if not flush and not direct and self._queue_fits(self.limits.batch):
                 break  # not a full batch yet: wait for more requests
-            records, end, full = self._take(self.limits.direct if direct else self.limits.batch, reserved)
+            tail = self._tail_direct_requests() if flush and split_tail else None
+            if direct:
+                records, end, full = self._take(self.limits.direct, reserved, tail)
+            else:
+                records, end, full = self._take(self.limits.batch, reserved)
             if not full and not flush and not direct:
                 break
             if not direct and len(records) < self.limits.min_batch_requests:
                 direct = True
-                records, end, full = self._take(self.limits.direct, reserved)
+                records, end, full = self._take(self.limits.direct, reserved, tail)
             if direct and not full and not flush:
                 break
             if not records:
@@ -587,22 +595,40 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 pending.add(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
         return pending
 
-    def _take(self, limit: Limit, reserved: Amounts | None = None) -> tuple[list[dict[str, Any]], int, bool]:
-        """Records from the queue head that fit in ``limit`` and in the session and task budgets beyond
-        ``reserved``: (records, end offset, whether it is full)."""
+    def _tail_direct_requests(self) -> int | None:
+        """The size of the direct batches the rest of the queue is cut into once it fits in one (the end of a
+        run, a straggler batch, retries): a batch is processed when its slowest call answers, so in a big one
+        a single slow call would hold back the retries of every other request until the flow runs dry. At
+        least two, so that one refusal of every request of a batch is still seen as a configuration error
+        (``same_refusal``) rather than failing the requests one by one. Only once a direct batch of this
+        session was processed: a server refusing the configuration refuses the first batch, which is then given
+        back whole (several batches started under it would stay started, each refused in a rerun of its own).
+        None: no split."""
+        cap = self.limits.direct.requests
+        if not self.session_direct_processed or (cap is not None and self.S.queue.num_requests > cap):
+            return None
+        return max(2, self.opts.direct_concurrency // TAIL_BATCHES_PER_CONCURRENCY)
+
+    def _take(
+        self, limit: Limit, reserved: Amounts | None = None, max_requests: int | None = None
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Records from the queue head that fit in ``limit`` (and ``max_requests``) and in the session and task
+        budgets beyond ``reserved``: (records, end offset, whether it is full)."""
         records: list[dict[str, Any]] = []
         ends: list[int] = []
         cost_key = "cd" if limit is self.limits.direct else "cb"
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
         # Limit.exceeded_by's test on running sums (this runs once per queued request: no Amounts per record).
-        max_requests, max_tokens, max_cost, max_size = limit.caps()
+        cap_requests, max_tokens, max_cost, max_size = limit.caps()
+        if max_requests is not None:
+            cap_requests = min(cap_requests, max_requests)
         requests = tokens = size = 0
         cost = 0.0
         full = False
         for record_end, record in self.queue_records():
             tokens_next, cost_next, size_next = tokens + record["ti"], cost + record[cost_key], size + record["size"]
             if (
-                requests + 1 > max_requests
+                requests + 1 > cap_requests
                 or tokens_next * ts > max_tokens
                 or cost_next > max_cost
                 or size_next * ms > max_size

@@ -26,6 +26,7 @@ from .logs import LogSummarizer
 from .request import GPTRequestInfo, GPTRequestItem, StoredGPTRequest, custom_id_for
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus
+from .result_bodies import ResultBodies
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
 from .store.atomic import crash_point
@@ -38,20 +39,23 @@ log = logging.getLogger(__name__)
 HISTORY_LENGTH = 50
 
 
-def _read_result_lines(path: Path) -> Iterator[dict[str, Any] | None]:
-    """Result lines of a downloaded file; a malformed line yields None (that request becomes 'missing')."""
+def _read_result_lines(path: Path) -> Iterator[tuple[int, int, dict[str, Any] | None]]:
+    """``(offset, size, line)`` of each result line of a downloaded file; a malformed line is None (that request
+    becomes 'missing')."""
     if not path.exists():
         return
+    offset = 0
     with open(path, "rb") as file:
         for raw in file:
+            start, offset = offset, offset + len(raw)
             if raw.isspace():  # a blank line (no copy of the line, unlike strip())
                 continue
             try:
                 obj = fastjson.loads(raw)
             except ValueError:
-                yield None
+                yield start, len(raw), None
                 continue
-            yield obj if isinstance(obj, dict) else None
+            yield start, len(raw), obj if isinstance(obj, dict) else None
 
 
 def _is_line_of(line: bytes, custom_id: str) -> bool:
@@ -168,25 +172,18 @@ class ProcessingMixin(RequesterBase):
         )
 
     def collect(self, batch: BatchState) -> BatchResult:
-        """Read a finished batch's local files into a BatchResult (no state is changed)."""
-        lines: dict[str, dict[str, Any]] = {}
-        malformed = 0
-        for path in (self.layout.batch_results(batch.id), self.layout.batch_errors(batch.id)):
-            for line in _read_result_lines(path):
-                if line is None or not isinstance(line.get("custom_id"), str):
-                    malformed += 1
-                    continue
-                lines.setdefault(line["custom_id"], line)
-        if malformed:
-            log.warning("Batch %d: %d malformed result line(s); those requests count as missing", batch.id, malformed)
+        """Read a finished batch's local files into a BatchResult (no state is changed).
+
+        The result files are read in one pass, each line classified as it is read; only the most recent
+        response bodies stay in memory (see ``result_bodies``), so a big batch never holds all of them.
+        """
         input_path = self.layout.batch_input(batch.id)
         sent = read_raw_lines(input_path)  # in the order of the info file: both are written from one list
         source_name = str(input_path)
         direct = batch.status == BatchStatus.DIRECT
         missing_is_free = batch.remote.status in ("expired", "cancelled", "missing")
         failed = batch.remote.status == "failed"
-        stats = ResultStats()
-        infos: dict[int, ResultInfo] = {}
+        requests: dict[str, tuple[GPTRequestItem, GPTRequestInfo, int | None, dict[str, str] | None]] = {}
         for _, rec in read_jsonl(self.layout.batch_info(batch.id)):
             custom_id = custom_id_for(rec["id"])
             offset, sent_line = next(sent, (-1, b""))
@@ -197,34 +194,29 @@ class ProcessingMixin(RequesterBase):
             )
             item = GPTRequestItem(rec["id"], req)
             req_info = GPTRequestInfo(rec["size"], rec["ti"], rec["to"], 0.0, 0.0, 0.0, 0.0)
+            requests[custom_id] = (item, req_info, rec.get("n"), rec["parse"])  # n: absent in older files
+        if len(requests) != batch.num_requests:  # e.g. an info file emptied or cut at a line end from outside
+            info_path = self.layout.batch_info(batch.id)
+            raise TaskFileError(
+                f"{info_path} lists {len(requests)} requests, but batch {batch.id} was written with "
+                f"{batch.num_requests}: it was changed outside gpt_batch_api. Nothing was processed. Restore it, or "
+                f"{WIPE_REQUESTS_FIX}.",
+                str(info_path),
+            )
+        stats = ResultStats()
+        answered = {} if failed else self._classify_lines(batch, requests, stats, missing_is_free)
+        infos: dict[int, ResultInfo] = {}
+        for custom_id, (item, req_info, n, spec) in requests.items():
             if failed:
                 info = ResultInfo(item=item, req_info=req_info, max_retries=self.opts.max_retries)
                 info.err_info = ErrorInfo(True, "BatchError", "BatchFailed", "the whole batch failed on the remote")
                 info.retry = self.opts.retry_fatal_requests and info.retries_left
             else:
-                n = rec.get("n")  # absent in files written before it was recorded
-                info = classify(
-                    lines.get(custom_id),
-                    item,
-                    req_info,
-                    self.endpoint.num_outputs(req.payload) if n is None else n,
-                    self.endpoint,
-                    rec["parse"],
-                    max_retries=self.opts.max_retries,
-                    retry_fatal=self.opts.retry_fatal_requests,
-                    missing_is_free=missing_is_free,
-                )
-            info.parse_spec = rec["parse"]
+                found = answered.get(custom_id)
+                info = found if found is not None else self._classify(None, item, req_info, n, spec, missing_is_free)
+            info.parse_spec = spec
             infos[item.id] = info
             self._account(info, stats)
-        if len(infos) != batch.num_requests:  # e.g. an info file emptied or cut at a line end from outside
-            info_path = self.layout.batch_info(batch.id)
-            raise TaskFileError(
-                f"{info_path} lists {len(infos)} requests, but batch {batch.id} was written with "
-                f"{batch.num_requests}: it was changed outside gpt_batch_api. Nothing was processed. Restore it, or "
-                f"{WIPE_REQUESTS_FIX}.",
-                str(info_path),
-            )
         stats.true_cost = self.coster.input_cost_of(
             stats.prompt_tokens, stats.cached_tokens, batch=not direct
         ) + self.coster.output_cost(stats.completion_tokens, batch=not direct)
@@ -239,19 +231,70 @@ class ProcessingMixin(RequesterBase):
             stats=stats,
         )
 
-    def _account(self, info: ResultInfo, stats: ResultStats) -> None:
-        """Add one result's tokens and outcome to ``stats`` (the batch's cost is priced from the sums)."""
-        stats.predicted_input_tokens += info.req_info.tokens_input
-        stats.assumed_output_tokens += info.req_info.tokens_output
-        payload = info.item.req.payload
-        stats.output_token_limit += self.estimator.payload_output_limit(payload, self.endpoint.path, warn=False)
-        usage = info.resp_info.usage if info.resp_info is not None else None
+    def _classify_lines(
+        self,
+        batch: BatchState,
+        requests: dict[str, tuple[GPTRequestItem, GPTRequestInfo, int | None, dict[str, str] | None]],
+        stats: ResultStats,
+        missing_is_free: bool,
+    ) -> dict[str, ResultInfo]:
+        """Classify the first result line of each request (output file, then error file), adding its usage to
+        ``stats``; each body stays readable from its line (see ``result_bodies``)."""
+        answered: dict[str, ResultInfo] = {}
+        malformed = 0
+        for path in (self.layout.batch_results(batch.id), self.layout.batch_errors(batch.id)):
+            bodies = ResultBodies(path)
+            for offset, size, line in _read_result_lines(path):
+                custom_id = line.get("custom_id") if line is not None else None
+                if not isinstance(custom_id, str):
+                    malformed += 1
+                    continue
+                if custom_id in answered or custom_id not in requests:
+                    continue
+                info = answered[custom_id] = self._classify(line, *requests[custom_id], missing_is_free)
+                if info.resp_info is not None:
+                    self._add_usage(info.resp_info.usage, stats)
+                    info.resp_info.read_from(bodies, offset, size)
+        if malformed:
+            log.warning("Batch %d: %d malformed result line(s); those requests count as missing", batch.id, malformed)
+        return answered
+
+    def _classify(
+        self,
+        line: dict[str, Any] | None,
+        item: GPTRequestItem,
+        req_info: GPTRequestInfo,
+        n: int | None,
+        spec: dict[str, str] | None,
+        missing_is_free: bool,
+    ) -> ResultInfo:
+        return classify(
+            line,
+            item,
+            req_info,
+            self.endpoint.num_outputs(item.req.payload) if n is None else n,
+            self.endpoint,
+            spec,
+            max_retries=self.opts.max_retries,
+            retry_fatal=self.opts.retry_fatal_requests,
+            missing_is_free=missing_is_free,
+        )
+
+    @staticmethod
+    def _add_usage(usage: dict[str, Any], stats: ResultStats) -> None:
         if usage:
             prompt, cached, output, reasoning = usage_tokens(usage)
             stats.prompt_tokens += prompt
             stats.cached_tokens += cached
             stats.completion_tokens += output
             stats.reasoning_tokens += reasoning
+
+    def _account(self, info: ResultInfo, stats: ResultStats) -> None:
+        """Add one result's tokens and outcome to ``stats`` (the batch's cost is priced from the sums)."""
+        stats.predicted_input_tokens += info.req_info.tokens_input
+        stats.assumed_output_tokens += info.req_info.tokens_output
+        payload = info.item.req.payload
+        stats.output_token_limit += self.estimator.payload_output_limit(payload, self.endpoint.path, warn=False)
         err = info.err_info
         if err is not None and not err.counts_as_retry:  # expired/cancelled/vanished batch: not the request's fault
             stats.num_expired += 1

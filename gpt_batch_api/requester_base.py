@@ -42,6 +42,7 @@ class RequesterBase:
         dryrun: bool
         session: Amounts
         session_processed_failed: int
+        session_direct_processed: int
         congested_since: float | None
         congestion_tokens: int | None
         stop_check: Callable[[], bool]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 from typing import Any
 
 from .request import GPTRequestInfo, GPTRequestItem
+from .result_bodies import ResultBodies
 
 __all__ = ["BatchResult", "ErrorInfo", "ResponseInfo", "ResultInfo", "ResultKind", "ResultStats"]
 
@@ -39,13 +39,43 @@ class ErrorInfo:
         return {"fatal": self.fatal, "type": self.type, "subtype": self.subtype, "msg": self.msg}
 
 
-@dataclasses.dataclass
 class ResponseInfo:
-    """A response body as the API returned it, plus structured outputs parsed into the pydantic model."""
+    """A response body as the API returned it, plus structured outputs parsed into the pydantic model.
 
-    endpoint: str
-    body: dict[str, Any]
-    parsed: list[Any] | None = None  # per choice (chat) or per output (responses); None entries = not parsed
+    The body of a batch result may be read again from the batch's results file on use (see
+    ``result_bodies``): take from it what you need inside ``process_batch_result``, and keep changes in your
+    own objects rather than in the body.
+    """
+
+    def __init__(self, endpoint: str, body: dict[str, Any], parsed: list[Any] | None = None) -> None:
+        self.endpoint = endpoint
+        self.parsed = parsed  # per choice (chat) or per output (responses); None entries = not parsed
+        self._body: dict[str, Any] | None = body
+        self._payload: Any = None
+        self._source: ResultBodies | None = None
+        self._line: tuple[int, int] = (0, 0)  # offset and size of its line in the source
+
+    def read_from(self, source: ResultBodies, offset: int, size: int) -> None:
+        """The body can be read again from the line at ``offset`` of ``source`` (and may be dropped)."""
+        self._source, self._line = source, (offset, size)
+        source.hold(self, size)
+
+    def drop_body(self) -> None:
+        if self._source is not None:
+            self._body = self._payload = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body = self._body
+        if body is None:
+            assert self._source is not None
+            body = self._body = self._source.read(*self._line)
+            self._source.hold(self, self._line[1])
+        return body
+
+    @body.setter
+    def body(self, body: dict[str, Any]) -> None:
+        self._body, self._payload, self._source = body, None, None  # the task's own body stays
 
     @property
     def model(self) -> str | None:
@@ -55,12 +85,18 @@ class ResponseInfo:
     def usage(self) -> dict[str, Any]:
         return self.body.get("usage") or {}
 
-    @functools.cached_property
+    @property
     def payload(self) -> Any:
         """The body as an ``openai`` SDK object (built on first use, as it costs a validation)."""
-        from .endpoints import get_endpoint
+        if self._payload is None:
+            from .endpoints import get_endpoint
 
-        return get_endpoint(self.endpoint).to_sdk_object(self.body, self.parsed)
+            self._payload = get_endpoint(self.endpoint).to_sdk_object(self.body, self.parsed)
+        return self._payload
+
+    def __repr__(self) -> str:
+        held = "dropped" if self._body is None else repr(self._body)
+        return f"ResponseInfo(endpoint={self.endpoint!r}, body={held}, parsed={self.parsed!r})"
 
 
 @dataclasses.dataclass(slots=True)

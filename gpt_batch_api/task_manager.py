@@ -152,7 +152,9 @@ class TaskManager(Generic[OutputT]):
 
         ``info.retry`` says whether the requester will queue the request again; a task may reject an answer
         with ``info.request_retry(...)``. Samples that will not be retried and have no usable answer
-        should go to ``self.T.failed_samples``.
+        should go to ``self.T.failed_samples``. A big batch's response bodies are read from its results file
+        as they are used (``info.resp_info.body``), so that not all are in memory at once: take what you need
+        here, as that file is deleted once this batch is committed.
         """
         raise NotImplementedError
 
@@ -389,7 +391,7 @@ class TaskManager(Generic[OutputT]):
             stop.check()
             if not gr.opts.only_process:
                 # A task that added nothing this step waits for answers: send what is queued now.
-                progress += gr.batch_requests(flush=generated_all or not (added or fed))
+                progress += gr.batch_requests(flush=generated_all or not (added or fed), split_tail=generated_all)
                 progress += gr.push_batches()
                 progress += gr.run_direct_batches(self._process_result)
             self._emit_status()

@@ -166,3 +166,39 @@ def test_bad_flag_values_are_refused_with_the_flag_named(tmp_path, sim):
     assert proc.returncode != 0
     assert "max_batch_ktokens" in proc.stderr
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").glob("*_task.json"))
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+from gpt_batch_api.task_manager_demo import exit_now
+
+class Teardown:
+    def __del__(self):
+        sys.stdout.write("teardown ran\\n")  # only when the interpreter frees its modules
+
+keep = Teardown()
+atexit.register(lambda: sys.stdout.write("exit handler ran\\n"))
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), sys.stdout.write("thread finished\\n"))).start()
+if sys.argv[1] == "traced":  # e.g. coverage or cProfile, which write their results after the script
+    sys.setprofile(lambda *args: None)
+sys.stdout.write("buffered output\\n")  # a pipe: block-buffered, not written yet
+try:
+    exit_now(3)
+except SystemExit:
+    sys.stdout.write("usual exit\\n")
+    raise
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread", "traced"])
+def test_demo_exit_skips_the_teardown_but_not_the_exit_handlers_a_working_thread_or_a_profiler(case):
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, case], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "buffered output" in proc.stdout and "exit handler ran" in proc.stdout, proc.stdout
+    if case == "plain":  # the 0.3 s of freeing the SDK's types is skipped
+        assert "teardown ran" not in proc.stdout and "usual exit" not in proc.stdout
+    elif case == "thread":  # a non-daemon thread still working: the usual exit waits for it
+        assert "usual exit" in proc.stdout and "thread finished" in proc.stdout
+    else:  # a profiler's results are written by the usual exit
+        assert "usual exit" in proc.stdout

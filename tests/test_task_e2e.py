@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from gpt_batch_api import GPTRequest, GPTRequester
+from gpt_batch_api.requester_state import BatchStatus
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
 from .support.helpers import FAST_BATCHES, assert_complete, read_task_state
@@ -43,7 +46,11 @@ def test_force_direct_runs_everything_through_the_direct_api(tmp_path, sim):
     assert task.run() is True
     assert_complete(tmp_path, 120)
     state = json.loads((tmp_path / "numbers_state.json").read_text())
-    assert state["totals"]["pushed_batches"] == 0 and state["totals"]["direct_batches"] == 3
+    # Two full batches; the remaining 20 in one batch, or (if a batch was processed before they were cut) in
+    # batches of 16 / 4 calls: see test_the_end_of_a_direct_run_is_cut_into_small_batches.
+    sizes = sorted((h["num_requests"] for h in state["history"]), reverse=True)
+    assert sizes[:2] == [50, 50] and sizes[2:] in ([20], [4, 4, 4, 4, 4]), sizes
+    assert state["totals"]["pushed_batches"] == 0 and state["totals"]["direct_batches"] == len(sizes)
     assert state["totals"]["true_cost_direct"] > 0
 
 
@@ -96,6 +103,42 @@ def test_only_process_does_not_generate(tmp_path, sim):
     task = make_task(tmp_path, sim, 20, only_process=True)
     assert task.run() is False
     assert read_task_state(tmp_path)["committed_samples"] == {}
+
+
+def test_the_end_of_a_direct_run_is_cut_into_small_batches(tmp_path, sim):
+    """Once a direct batch of the session was processed, a remainder that fits in one direct batch is cut into
+    batches of direct_concurrency / 4 when the task has generated everything (``split_tail``), so that one slow
+    call holds back the processing (and the retries) of 3 other requests, not of the whole remainder."""
+    options = {"client_base_url": sim.base_url, "openai_api_key": "sk-test", "force_direct": True}
+    with GPTRequester(tmp_path, "t", max_direct_requests=50, direct_concurrency=16, **options) as gr:
+
+        def add_and_cut(num: int, split_tail: bool) -> list[int]:
+            for i in range(num):
+                payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]}
+                gr.add_request(GPTRequest({**payload, "max_completion_tokens": 5}))
+            with gr.commit_requests():
+                pass
+            gr.batch_requests(flush=True, split_tail=split_tail)
+            return [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)]
+
+        def process_all() -> None:
+            deadline = time.monotonic() + 60
+            while gr.S.batches_in(BatchStatus.DIRECT):
+                assert time.monotonic() < deadline, "the direct batches were not processed"
+                gr.run_direct_batches(lambda result: None)
+                gr.wait_direct(0.2)
+
+        assert add_and_cut(30, split_tail=True) == [30]  # nothing processed yet: a refusal must see them all
+        process_all()
+        assert add_and_cut(20, split_tail=False) == [20]  # the task is still generating
+        process_all()
+        assert add_and_cut(20, split_tail=True) == [4, 4, 4, 4, 4]
+        process_all()
+        assert add_and_cut(60, split_tail=True) == [50]  # only what fits in one batch is split ...
+        process_all()  # (the flow had enough to send: the rest waited)
+        gr.batch_requests(flush=True, split_tail=True)
+        assert [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)] == [4, 4, 2]  # ... at least 2 each
+        process_all()
 
 
 def test_a_pass_failure_stop_names_the_task_rejections_it_never_logged(tmp_path):
