@@ -33,6 +33,7 @@ from typing import Any
 from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
+from .direct_transports import DirectTransport, direct_transport_factory
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
@@ -321,6 +322,14 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             return self._make_async_client
         client = self.client  # validates the key and options first, with the clear errors above
         return lambda: async_client_like(client)
+
+    def direct_transport_factory(self) -> Callable[[], DirectTransport]:
+        """Makes the transport of direct calls, on the direct executor's event loop: ``make_async_client``'s
+        client through the SDK if given, else the sync client's settings posted with aiohttp (see
+        ``direct_transports``)."""
+        if self._make_async_client is not None:
+            return direct_transport_factory("openai", make_async_client=self._make_async_client)
+        return direct_transport_factory("openai", self.client)  # validates the key and options first
 
     # ------------------------------------------------------------------ commit point
 
