@@ -322,13 +322,14 @@ class AnthropicDirectTransport(SDKTransport):
     def from_settings(
         cls,
         *,
-        api_key: str,
+        api_key: str | None,
+        auth_token: str | None = None,
         base_url: str | None = None,
         timeout: Any = None,
         default_headers: Mapping[str, str] | None = None,
     ) -> AnthropicDirectTransport:
         sdk = _import_anthropic()
-        kwargs: dict[str, Any] = {"api_key": api_key, "base_url": base_url, "max_retries": 0}
+        kwargs: dict[str, Any] = {"api_key": api_key, "auth_token": auth_token, "base_url": base_url, "max_retries": 0}
         if timeout is not None:
             kwargs["timeout"] = timeout
         if default_headers:
@@ -384,6 +385,7 @@ def direct_transport_factory(
         if client is not None:
             settings = {
                 "api_key": client.api_key,
+                "auth_token": getattr(client, "auth_token", None),
                 "base_url": str(client.base_url),
                 "timeout": client.timeout,
                 "default_headers": getattr(client, "_custom_headers", None),

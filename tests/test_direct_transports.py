@@ -311,6 +311,28 @@ def test_the_anthropic_transport_uses_async_anthropic_without_sdk_retries(sim):
     assert transport.route("/v1/messages") == "/v1/messages"
 
 
+def test_the_anthropic_transport_keeps_a_sync_clients_settings(tmp_path, sim):
+    import anthropic
+
+    client = anthropic.Anthropic(
+        api_key=KEY, base_url=sim.base_url.removesuffix("/v1"), timeout=9.0, default_headers={"X-Team": "nlp"}
+    )
+    seen: list[dict[str, str]] = []
+    original = sim.handle
+
+    def handle(method, target, headers, body):
+        seen.append({k.lower(): v for k, v in dict(headers).items()})
+        return original(method, target, headers, body)
+
+    sim.handle = handle
+    factory = direct_transport_factory("anthropic", client)
+    executor, lines = _run_executor(tmp_path, factory, "/v1/messages", [_message(0)])
+    executor.check()
+    assert [line["response"]["status_code"] for line in lines] == [200]
+    key = seen[0].get("x-api-key") or seen[0].get("authorization", "").removeprefix("Bearer ")
+    assert key == KEY and seen[0]["x-team"] == "nlp" and seen[0]["anthropic-version"]
+
+
 def test_anthropic_needs_a_key(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
