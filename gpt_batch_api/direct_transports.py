@@ -161,7 +161,7 @@ class OpenAIDirectTransport:
             pass
         self._session = aiohttp.ClientSession(
             headers=dict(headers),
-            connector=aiohttp.TCPConnector(limit=100, ssl=ssl_context),
+            connector=aiohttp.TCPConnector(limit=1000, ssl=ssl_context),  # the SDK's limit; the flow sets concurrency
             timeout=aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read),
         )
 

@@ -28,7 +28,7 @@ from gpt_batch_api.direct_transports import (
     direct_transport_factory,
 )
 from gpt_batch_api.error_kinds import ErrorKind, error_kind
-from gpt_batch_api.errors import APIError, AuthenticationError, ConfigError, ServerRefusedError
+from gpt_batch_api.errors import APIError, AuthenticationError, ConfigError, QuotaExceededError, ServerRefusedError
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
 from .support.helpers import REPO
@@ -271,6 +271,14 @@ def test_a_rejected_anthropic_key_stops_the_run_naming_the_fix(tmp_path, sim):
         executor.check()
     assert "sk-ant-wrong" not in str(caught.value)
     assert lines == [], "no request is marked failed: the next run (with the right key) sends them"
+
+
+def test_an_anthropic_account_out_of_credit_stops_the_run(tmp_path, sim):
+    sim.config.insufficient_quota = True  # 400 "Your credit balance is too low ..."
+    executor, lines = _run_executor(tmp_path, _anthropic(sim), "/v1/messages", [_message(0)] * 3)
+    with pytest.raises(QuotaExceededError, match="out of credit.*Anthropic billing page"):
+        executor.check()
+    assert lines == []
 
 
 def test_an_unknown_anthropic_model_stops_the_run(tmp_path, sim):
