@@ -180,16 +180,17 @@ class OpenAIDirectTransport:
     def _url(self, path: str) -> Any:
         url = self._urls.get(path)
         if url is None:
-            url = self._base.with_path(self._base.path.rstrip("/") + path)
+            url = self._base.with_path(self._base.path.rstrip("/") + path).with_query(self._base.query)
             if self._query:
                 url = url.update_query(self._query)
             self._urls[path] = url
         return url
 
     async def send(self, path: str, body: Any) -> Answer:
+        data = fastjson.dumps(body)
         try:
             async with self._session.post(
-                self._url(path), data=fastjson.dumps(body), proxy=self._proxy, proxy_auth=self._proxy_auth
+                self._url(path), data=data, proxy=self._proxy, proxy_auth=self._proxy_auth
             ) as response:
                 content = await response.read()
                 status, headers = response.status, response.headers

@@ -149,6 +149,13 @@ def test_the_openai_transport_sends_the_clients_settings_with_aiohttp(recorder):
     assert json.loads(sent) == body
 
 
+def test_a_query_in_the_base_url_is_kept(recorder):
+    server, handler = recorder
+    client = openai.OpenAI(api_key="k", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1?deployment=a")
+    (ok,) = _send_all(direct_transport_factory("openai", client), [("/v1/chat/completions", {})])
+    assert ok.status == 200 and handler.seen[0][0] == "/v1/chat/completions?deployment=a"
+
+
 def test_the_factory_picks_aiohttp_for_plain_clients_and_the_sdk_otherwise():
     plain = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
 
