@@ -258,6 +258,17 @@ def test_anthropic_529_overloaded_is_retried_with_backoff_until_answered(tmp_pat
     assert executor.gate.decreases > 0, "a 529 without rate-limit headers: fewer calls in flight (AIMD)"
 
 
+def test_anthropic_dropped_connections_500s_and_429s_are_retried_and_every_request_answered_once(tmp_path, sim):
+    sim.config.drop_connection_rate, sim.config.http_500_rate, sim.config.http_429_rate = 0.1, 0.1, 0.05
+    executor, lines = _run_executor(
+        tmp_path, _anthropic(sim), "/v1/messages", [_message(i) for i in range(30)], max_attempts=30, concurrency=4
+    )
+    executor.check()
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"r{i}" for i in range(30))
+    assert all(line["response"]["status_code"] == 200 for line in lines)
+    assert executor.summary.num_transport_retries > 0
+
+
 def test_an_anthropic_invalid_request_is_a_final_error_line_not_retried(tmp_path, sim):
     bodies = [_message(0), {"model": MODEL, "messages": [{"role": "user", "content": "no max_tokens"}]}]
     executor, lines = _run_executor(tmp_path, _anthropic(sim), "/v1/messages", bodies)
