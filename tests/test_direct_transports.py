@@ -246,6 +246,25 @@ def test_anthropic_direct_calls_are_journaled_in_the_engines_result_format(tmp_p
     assert executor.summary.num_ok == 20 and executor.summary.num_transport_retries == 0
 
 
+def test_anthropic_direct_lines_read_like_the_batch_backends_lines(tmp_path, sim):
+    from anthropic.types import Message
+
+    from gpt_batch_api.backends.anthropic_backend import _engine_line
+    from gpt_batch_api.demo_tasks.char_codes import CharAnswer, prompt_for
+    from gpt_batch_api.endpoints.messages import MessagesEndpoint
+
+    endpoint = MessagesEndpoint()
+    payload = {"model": MODEL, "max_tokens": 200, "messages": [{"role": "user", "content": prompt_for("Ж")}]}
+    body, spec = endpoint.prepare({**payload, "response_format": CharAnswer})
+    executor, (line,) = _run_executor(tmp_path, _anthropic(sim), endpoint.path, [body])
+    executor.check()
+    assert Message.model_validate(line["response"]["body"]).stop_reason == "tool_use"  # the Message itself
+    batch_line, _ = _engine_line("r0", {"type": "succeeded", "message": line["response"]["body"]})
+    assert set(batch_line) <= set(line) and set(batch_line["response"]) <= set(line["response"])  # same shape
+    parsed = endpoint.parse(line["response"]["body"], 1, spec)
+    assert not parsed.errors and isinstance(parsed.parsed[0], CharAnswer)
+
+
 def test_anthropic_529_overloaded_is_retried_with_backoff_until_answered(tmp_path, sim):
     sim.config.http_529_rate = 0.5
     executor, lines = _run_executor(
