@@ -520,6 +520,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             return 0
         made = 0
         while self.S.queue.num_requests > 0:
+            reserved = self._unstarted_direct()
             if self.S.batches_in(BatchStatus.DIRECT) and self.direct_backlog() >= self.direct_lookahead:
                 break  # the direct flow has enough unsent requests: cut more when it has sent them
             direct = self.opts.force_direct
@@ -527,12 +528,12 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                 break
             if not flush and not direct and self._queue_fits(self.limits.batch):
                 break  # not a full batch yet: wait for more requests
-            records, end, full = self._take(self.limits.direct if direct else self.limits.batch)
+            records, end, full = self._take(self.limits.direct if direct else self.limits.batch, reserved)
             if not full and not flush and not direct:
                 break
             if not direct and len(records) < self.limits.min_batch_requests:
                 direct = True
-                records, end, full = self._take(self.limits.direct)
+                records, end, full = self._take(self.limits.direct, reserved)
             if direct and not full and not flush:
                 break
             if not records:
@@ -548,8 +549,19 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         total = Amounts(queue.num_requests, queue.tokens_input, queue.cost, queue.size)
         return limit.exceeded_by(total, self.limits.max_token_safety, self.limits.max_mb_safety) is None
 
-    def _take(self, limit: Limit) -> tuple[list[dict[str, Any]], int, bool]:
-        """Records from the queue head that fit in ``limit``: (records, end offset, whether it is full)."""
+    def _unstarted_direct(self) -> Amounts:
+        """What the direct batches cut ahead and not started yet will spend: the session and task budgets must
+        cover them too (a lookahead cut beyond ``--max_session_requests`` would send those requests directly,
+        at the direct price, in a later run)."""
+        pending = Amounts()
+        for batch in self.S.batches_in(BatchStatus.DIRECT):
+            if batch.push_started_at is None:
+                pending.add(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
+        return pending
+
+    def _take(self, limit: Limit, reserved: Amounts | None = None) -> tuple[list[dict[str, Any]], int, bool]:
+        """Records from the queue head that fit in ``limit`` and in the session and task budgets beyond
+        ``reserved``: (records, end offset, whether it is full)."""
         records: list[dict[str, Any]] = []
         ends: list[int] = []
         cost_key = "cd" if limit is self.limits.direct else "cb"
@@ -580,13 +592,14 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             ends.append(record_end)
             requests, tokens, cost, size = requests + 1, tokens_next, cost_next, size_next
         acc = Amounts(requests, tokens, cost, size)
-        if records and self.spend_blocker(acc) is not None:
+        reserved = reserved or Amounts()
+        if records and self.spend_blocker(reserved + acc) is not None:
             # Rare (the session/task budget is nearly used up): trim the batch to what may still be spent, so
             # that a small budget (e.g. --max_session_requests 10 for a first look) still sends that many.
             acc, keep = Amounts(), 0
             for record in records:
                 acc.add(1, record["ti"], record[cost_key], record["size"])
-                if (reason := self.spend_blocker(acc)) is not None:
+                if (reason := self.spend_blocker(reserved + acc)) is not None:
                     if not keep:  # nothing may be sent: say which cap stops the run
                         self.note_blocked(reason)
                     break

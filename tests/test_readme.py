@@ -182,6 +182,7 @@ def test_safe_steps_do_what_they_say_in_order(tmp_path, sim):
     assert "Dry run: would make" in proc.stderr and sorted(p.name for p in task_dir.iterdir()) == files
     proc = run_step(commands[3], args_value, sim)  # 4. ten verbose direct requests
     assert proc.stderr.count("Response: ") == 10 and state("state")["totals"]["pushed_requests"] == 10
+    assert not state("state")["batches"]  # nothing cut ahead beyond the session's 10 (it would go direct later)
     proc = run_step(commands[4], args_value, sim)  # 5. one batch of 250
     totals = state("state")["totals"]
     assert totals["pushed_batches"] == 1 and totals["pushed_requests"] == 260

@@ -235,6 +235,12 @@ def test_a_responses_answer_becomes_the_sdk_object_our_results_give(recorded):
 # Each fault knob, set to a value that makes it act; the test below fails for a knob added without a case.
 FAULTS: dict[str, Any] = {
     "latency_ms": 5.0,
+    "latency_jitter_ms": 5.0,
+    "load_latency_ms": 2.0,  # each call waits longer with more calls being served
+    "straggler_rate": 0.5,
+    "straggler_ms": 5.0,
+    "max_concurrent_calls": 1,  # 503 beyond one call at once
+    "ratelimit_headers": False,
     "rpm": 2,
     "tpm": 200,
     "enqueued_token_limit": 1,
