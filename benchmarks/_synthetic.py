@@ -17,12 +17,20 @@ class Row:
 
 
 class SyntheticTask(TaskManager):
+    anthropic = False  # Messages payloads for --provider anthropic (set by the benchmark before it runs)
+
     def __init__(self, task_dir: str, num: int, **kwargs):
         super().__init__(task_dir, "bench", DataclassListOutputFile.output_factory(Row), {"num": num}, **kwargs)
         self.next_index = 0
 
-    @staticmethod
-    def payload(i: int) -> dict:
+    @classmethod
+    def payload(cls, i: int) -> dict:
+        if cls.anthropic:
+            return {
+                "model": "claude-haiku-4-5",
+                "messages": [{"role": "user", "content": f"Sample {i}: say something short."}],
+                "max_tokens": 16,
+            }
         return {
             "model": "gpt-4o-mini",
             "messages": [{"role": "user", "content": f"Sample {i}: say something short."}],
@@ -69,7 +77,9 @@ class SyntheticTask(TaskManager):
         for info in result.infos.values():
             key = info.meta["k"]
             if info.err_info is None:
-                rows.append(Row(key, info.resp_info.body["choices"][0]["message"]["content"]))
+                body = info.resp_info.body
+                text = body["content"][0]["text"] if self.anthropic else body["choices"][0]["message"]["content"]
+                rows.append(Row(key, text))
                 self.T.succeeded_samples[key] = None
             elif not info.retry:
                 self.T.failed_samples[key] = None

@@ -479,7 +479,7 @@ class DirectExecutor:
         raise _Fatal(error)
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return float(min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
 
 def _unreachable(transport: DirectTransport, path: str, exc: NoAnswer) -> APIError:

@@ -67,11 +67,16 @@ class TaskLockedError(GPTBatchError):
 
 
 class APIError(GPTBatchError):
-    """The API server refused or failed a call that we could not (or must not) retry."""
+    """The API server refused or failed a call that we could not (or must not) retry.
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    ``transient``: a later call may succeed (a 5xx, a rate limit that is not out-of-credit, no connection, a
+    garbled answer); for a create call it also means the batch may have been created.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, *, transient: bool = False) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.transient = transient
 
 
 class AuthenticationError(APIError):

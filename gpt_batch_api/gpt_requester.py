@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .backends import BatchBackend, create_backend
 from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
@@ -40,6 +41,7 @@ from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
 from .queue_records import parse_queue_record, queue_record_bytes
+from .redact import redact
 from .remote import RemoteMixin
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 from .requester_options import RequesterOptions
@@ -142,6 +144,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         )
         self._client = client
         self._make_async_client = make_async_client
+        self._backend: BatchBackend | None = None
         self._executor: DirectExecutor | None = None  # direct batches' calls (made on first use)
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
@@ -313,6 +316,40 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
                     "needs no key."
                 ) from None
         return self._client
+
+    @property
+    def backend(self) -> BatchBackend:
+        """The provider's batch API (made on first use; a dry run never makes one)."""
+        if self._backend is None:
+            if self.opts.provider == "anthropic":
+                settings = {"api_key": self.anthropic_api_key(), "base_url": self._anthropic_base_url()}
+            else:
+                settings = {"client": self.client, "endpoint": self.endpoint.path}
+            self._backend = create_backend(self.opts.provider, **settings)
+        return self._backend
+
+    @property
+    def api_base_url(self) -> str:
+        """The API server's base URL, for messages (credentials redacted)."""
+        if self.opts.provider == "anthropic":
+            return redact(self._anthropic_base_url())
+        return redact(str(self.client.base_url))
+
+    def _anthropic_base_url(self) -> str:
+        url = self.opts.client_base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        return url.rstrip("/").removesuffix("/v1")  # the SDK adds /v1/... itself
+
+    def anthropic_api_key(self) -> str:
+        """The Anthropic key: --anthropic_api_key, else $ANTHROPIC_API_KEY; a server on this machine needs none."""
+        key = self.opts.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if key:
+            return key
+        if is_loopback_url(self._anthropic_base_url()):
+            return LOCAL_SERVER_KEY
+        raise ConfigError(
+            "No Anthropic API key: set ANTHROPIC_API_KEY (or pass --anthropic_api_key); a server on this machine "
+            "(--client_base_url http://127.0.0.1:PORT) needs no key."
+        )
 
     def async_client_factory(self) -> Callable[[], Any]:
         """Makes the ``AsyncOpenAI`` client of direct calls, on the direct executor's event loop (an async
@@ -699,7 +736,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             "Batch/finished": len(S.batches_in(BatchStatus.FINISHED)),
             "Batch/direct": len(S.batches_in(BatchStatus.DIRECT)),
             "Batch/remote_requests": sum(b.num_requests for b in remote),
-            "Batch/remote_completed": sum(b.remote.completed for b in remote),
+            "Batch/remote_completed": sum(b.remote.succeeded for b in remote),
             "Batch/remote_failed": sum(b.remote.failed for b in remote),
             "Batch/remote_ktokens": sum(b.tokens_input for b in remote) / 1000,
             "Batch/remote_cost": sum(b.cost for b in remote),

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections import Counter
+from typing import TextIO
 
 from .redact import RedactingFilter
 
@@ -39,7 +40,9 @@ class ColorFormatter(logging.Formatter):
         return text.replace(tag, f"{_COLOURS.get(record.levelno, '')}{tag}{_RESET}", 1)
 
 
-def configure_logging(level: int | str = logging.INFO, *, stream=None, colour: bool | None = None) -> None:
+def configure_logging(
+    level: int | str = logging.INFO, *, stream: TextIO | None = None, colour: bool | None = None
+) -> None:
     """Send the library's log lines to ``stream`` (stderr by default); idempotent."""
     stream = stream or sys.stderr
     if colour is None:

@@ -28,7 +28,11 @@ _REQUESTER_HELP: dict[str, str | None] = {
     "openai_api_key": "OpenAI API key (default: $OPENAI_API_KEY); never written to any file or log",
     "openai_organization": "OpenAI organization ID",
     "openai_project": "OpenAI project ID",
-    "client_base_url": "Base URL of an OpenAI-compatible server (e.g. a local vLLM, or our simulator)",
+    "provider": "Batch provider: openai (and OpenAI-compatible servers) or anthropic (Claude; needs "
+    'pip install "gpt_batch_api[anthropic]")',
+    "anthropic_api_key": "Anthropic API key (default: $ANTHROPIC_API_KEY); never written to any file or log",
+    "client_base_url": "Base URL of the API server (an OpenAI-compatible one such as a local vLLM, a gateway, or our "
+    "simulator; with --provider anthropic, of the Anthropic API)",
     "autocreate_working_dir": None,  # exposed as --no_autocreate_working_dir
     "lock_timeout": "Seconds to wait for another process holding the task lock (default: wait forever)",
     "lock_poll_interval": "Seconds between attempts to take the task lock",
@@ -204,7 +208,8 @@ _TASK_DEFAULTS: dict[str, Any] = {
 def config_defaults() -> dict[str, Any]:
     """Every TaskManager/GPTRequester keyword with its default (the content of config/gpt_batch_api.yaml)."""
     requester = {f.name: f.default for f in dataclasses.fields(RequesterOptions)}
-    requester.pop("openai_api_key")  # secrets never live in config files: use $OPENAI_API_KEY
+    for secret in ("openai_api_key", "anthropic_api_key"):  # never in config files: use the environment
+        requester.pop(secret)
     return {"task_manager": dict(_TASK_DEFAULTS), "gpt_requester": requester}
 
 

@@ -278,7 +278,7 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
 
     @property
     def num_entries(self) -> int:
-        return sum(p["entries"] for p in self.parts) + len(self._pending)
+        return int(sum(p["entries"] for p in self.parts)) + len(self._pending)
 
     @classmethod
     def read_entries(cls, path_base: str | os.PathLike[str], data_cls: type[DataT]) -> Iterator[DataT]:

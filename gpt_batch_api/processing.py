@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -83,16 +84,46 @@ class ProcessingMixin(RequesterBase):
         processed = 0
         for batch in self.S.batches_in(BatchStatus.FINISHED):
             if batch.remote.status == "failed" and not self._may_process_failed(batch):
-                reasons = "; ".join(str(e.get("message", "")).rstrip(".") for e in batch.remote.errors[:3])
+                reasons = "; ".join(e.rstrip(".") for e in batch.remote.errors[:3])
                 raise ProcessingError(
                     f"Batch {batch.id} ({batch.remote.batch_id}) failed on the remote: {reasons or 'no details'}. "
                     "Fix the cause, then rerun with --process_failed_batches N to finalise it (add "
                     "--retry_fatal_requests to retry its requests), or --wipe_requests to drop it."
                 )
+            damage = self._damaged_download(batch)
+            if damage is not None:
+                # The provider still holds the answers (its files are deleted only after processing): download
+                # them again rather than count those requests as missing and buy them again.
+                log.warning("Batch %d: %s; downloading its results again", batch.id, damage)
+                batch.status = BatchStatus.REMOTE
+                self.commit()
+                continue
             with gc_paused():  # one batch's result objects die before the collector would walk them
                 self.process_batch(batch, handler)
             processed += 1
         return processed
+
+    def _damaged_download(self, batch: BatchState) -> str | None:
+        """Why the downloaded result files of ``batch`` are no longer what was downloaded (changed or deleted
+        since, e.g. a disk or a user's edit), or None. Cheap: sizes and the last byte, not every line."""
+        info = batch.remote
+        if not info.backend or not info.batch_id or info.status == "missing":
+            return None
+        for path, expected in ((self.layout.batch_results(batch.id), info.succeeded),
+                               (self.layout.batch_errors(batch.id), info.failed)):  # fmt: skip
+            if not path.exists():
+                if expected > 0:
+                    return f"{path.name} is gone although the batch reported {expected} lines"
+                continue
+            size = path.stat().st_size
+            if expected > 0 and size == 0:
+                return f"{path.name} is empty although the batch reported {expected} lines"
+            if size:
+                with open(path, "rb") as file:
+                    file.seek(size - 1)
+                    if file.read(1) != b"\n":
+                        return f"{path.name} ends inside a line (cut short after it was downloaded)"
+        return None
 
     def _may_process_failed(self, batch: BatchState) -> bool:
         allowed = self.opts.process_failed_batches
@@ -122,7 +153,7 @@ class ProcessingMixin(RequesterBase):
             data["status"],
             data["body"],
             path=self.endpoint.path.removeprefix("/v1"),
-            base_url=str(self.client.base_url),
+            base_url=self.api_base_url,
             model=model if isinstance(model, str) else None,
         )
         self.unpush(batch)
@@ -298,9 +329,8 @@ class ProcessingMixin(RequesterBase):
         self.S.history = [*self.S.history, self._history_entry(batch, result)][-HISTORY_LENGTH:]
         self.S.batches = [b for b in self.S.batches if b.id != batch.id]
         self._pending_deletes.extend(p for p in self.layout.batch_files(batch.id) if p.exists())
-        for file_id in (batch.remote.file_id, batch.remote.output_file_id, batch.remote.error_file_id):
-            if file_id:
-                self.S.remote_cleanup.append(file_id)
+        if batch.remote.backend:
+            self.S.remote_cleanup.append(batch.remote)
         crash_point("process_before_commit")
         self.commit(with_task=True)
         crash_point("process_after_commit")
@@ -320,8 +350,9 @@ class ProcessingMixin(RequesterBase):
         if self.S.num_pass_failures >= self.opts.max_pass_failures:
             raise ProcessingError(
                 f"{self.S.num_pass_failures} consecutive batches did not pass (pass ratio below "
-                f"--min_pass_ratio {self.opts.min_pass_ratio}). Inspect the errors above and fix the requests; "
-                "then rerun (raise --max_pass_failures or lower --min_pass_ratio to tolerate this)."
+                f"--min_pass_ratio {self.opts.min_pass_ratio}). {_error_summary(batch, result)} Fix the cause "
+                "(the requests, or the task's checks of the answers); then rerun (raise --max_pass_failures or lower "
+                "--min_pass_ratio to tolerate this)."
             )
 
     def _queue_retry(self, info: ResultInfo) -> None:
@@ -397,3 +428,19 @@ class ProcessingMixin(RequesterBase):
             "predicted_cost": stats.predicted_cost,
             "processed_at": time.time(),
         }
+
+
+def _error_summary(batch: BatchState, result: BatchResult) -> str:
+    """The most common errors of ``batch`` (the task's own rejections included), each with one example: the
+    errors of rejected answers are not logged one by one, so the stop must name them."""
+    counts: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for info in result.infos.values():
+        if info.err_info is not None:
+            kind = f"{info.err_info.type}/{info.err_info.subtype}"
+            counts[kind] += 1
+            examples.setdefault(kind, str(info.err_info.msg)[:200])
+    if not counts:
+        return f"Batch {batch.id} had no errors, but too few answers succeeded."
+    top = "; ".join(f"{kind} x{n} (e.g. {examples[kind]!r})" for kind, n in counts.most_common(3))
+    return f"Most common errors in batch {batch.id}: {top}."

@@ -35,7 +35,7 @@ def parse_queue_record(raw: bytes) -> dict[str, Any]:
             head = raw[:cut] + b"}"
             record = fastjson.loads(head)
             record["_line"], record["_head"] = raw[cut + len(_LINE_KEY) : end - 1], head
-            return record
+            return record  # type: ignore[no-any-return]
     record = fastjson.loads(raw)
     if not isinstance(record, dict) or "line" not in record:
         raise ValueError("not a queue record")

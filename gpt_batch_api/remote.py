@@ -1,10 +1,12 @@
-"""The remote side of batches: push exactly once, poll, download, cancel and delete.
+"""The remote side of batches: push exactly once, poll, download, cancel and delete, through a ``BatchBackend``.
 
-Exactly once: before uploading, a batch is marked PUSHING (committed). The remote batch carries metadata
-naming the task and the local batch, and the create call is made with the SDK's own retries off. If the
-create times out, or the process dies before the state records the remote id, the remote batch is looked
-up by that metadata and adopted instead of being created again; an uploaded file that never became a
-batch is deleted.
+Exactly once: before anything is sent, a batch is marked PUSHING (committed). What the backend prepares (an
+uploaded file) is committed before the create call; the remote batch carries a tag naming the task and the
+local batch, and the create call is never retried blindly. If it fails in a way that may hide a created batch
+(no answer, a 5xx, a garbled answer), or the process dies before the state records the remote id, the batch
+is looked up by its tag (``BatchBackend.find``) and adopted instead of being created again; while a backend
+cannot tell candidates apart (Anthropic: several running batches of the same size), the batch stays PUSHING
+and nothing is submitted again. The engine names no provider: provider SDKs live in ``backends/``.
 """
 
 from __future__ import annotations
@@ -14,36 +16,27 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import openai
-
-from .downloads import download_file
-from .error_kinds import STOPS_RUN, ErrorKind, error_kind
+from .backends.base import BatchTag, CandidatesUnresolved, ForeignResults, RemoteBatch, RemoteStatus
 from .errors import (
     APIError,
     AuthenticationError,
     BatchAPIUnavailableError,
     QuotaExceededError,
-    StopRequested,
     TaskFileError,
 )
 from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
 from .limits import Amounts
-from .redact import redact
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
-from .server_answers import KNOWN_BATCH_STATUSES, MalformedAnswerError, checked_answer, malformed, result_file_problem
+from .server_answers import result_file_problem
 from .store.atomic import crash_point
 
-__all__ = ["RemoteMixin", "describe_connection_error", "translate_api_error"]
+__all__ = ["RemoteMixin"]
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-META_TASK = "gpt_batch_api_task"
-META_BATCH = "gpt_batch_api_batch"
 CREATE_ATTEMPTS = 5
 CREATE_RETRY_DELAY_S = 1.0  # the first pause between create attempts; doubled after each
 DOWNLOAD_ATTEMPTS = 3
@@ -53,82 +46,54 @@ DOWNLOAD_RETRY_DELAY_S = 0.5  # pause before the second download attempt; then o
 POLL_FAILURES = 10
 POLL_GIVE_UP_S = 600.0
 UNKNOWN_STATUS_GIVE_UP_S = 3600.0  # a status we do not know, seen that long, stops the run with advice
-SDK_PARSE_ERRORS = (ValueError, AttributeError, TypeError)  # what the SDK raises on a body that is not JSON
 T = TypeVar("T")
-
-
-def translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
-    """Our error for an SDK error, with a message that names the fix (read by ``error_kind``: a gateway
-    may answer a quota or key problem with another status), and no credentials of the base URL."""
-    error = _translate_api_error(exc, what, base_url)
-    if isinstance(error, APIError):
-        error.args = (redact(str(error)),)
-    return error
-
-
-def _translate_api_error(exc: Exception, what: str, base_url: str | None = None) -> Exception:
-    if isinstance(exc, openai.APIStatusError):
-        kind = error_kind(exc.status_code, exc.body)
-        if kind == ErrorKind.AUTH:
-            return AuthenticationError(
-                f"{what}: the API key was rejected ({exc.status_code}: {exc.message}). Check OPENAI_API_KEY or "
-                "--openai_api_key (through a gateway: the gateway's key).",
-                exc.status_code,
-            )
-        if kind == ErrorKind.QUOTA:
-            return QuotaExceededError(
-                f"{what}: the account is out of credit (insufficient_quota). Add credit or raise the usage limit "
-                "on the OpenAI billing page (or the gateway's budget), then rerun the same command.",
-                exc.status_code,
-            )
-        transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
-        advice = (
-            " The server may be overloaded or failing: nothing is lost, rerun the same command later."
-            if transient
-            else ""
-        )
-        return APIError(f"{what} failed with HTTP {exc.status_code}: {exc.message}.{advice}", exc.status_code)
-    if isinstance(exc, openai.APIConnectionError):
-        _, detail = describe_connection_error(exc)
-        return APIError(
-            f"{what}: cannot reach the API server{f' at {base_url}' if base_url else ''} ({detail}). Check the "
-            "network or --client_base_url, then rerun the same command (nothing is lost)."
-        )
-    return exc
-
-
-def describe_connection_error(exc: Exception) -> tuple[str, str]:
-    """``("timeout" | "connection_error", message)`` for a call that got no answer.
-
-    The innermost cause decides and is named in the message: the SDK's aiohttp transport reports every
-    connection failure (refused, dropped) as "Request timed out."
-    """
-    root: BaseException = exc
-    while (cause := root.__cause__ or root.__context__) is not None and cause is not exc:
-        root = cause
-    if root is exc:
-        return ("timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error"), str(exc)
-    timed_out = isinstance(root, TimeoutError) or type(root).__name__.endswith("Timeout")
-    if timed_out:
-        return "timeout", f"no answer in time ({type(root).__name__}: {root})"
-    return "connection_error", f"connection failed ({type(root).__name__}: {root})"
 
 
 def _worth_waiting_out(exc: APIError) -> bool:
     """A failed poll that the next poll may not see: a 5xx, 429, no connection, or a garbled answer."""
     if isinstance(exc, QuotaExceededError | AuthenticationError):
         return False
-    transient = openai.APIConnectionError | openai.InternalServerError | openai.RateLimitError
-    return isinstance(exc, MalformedAnswerError) or isinstance(exc.__cause__, transient)
+    return exc.transient
 
 
-def _error_code(exc: openai.APIStatusError) -> str | None:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return error.get("code")
-    return getattr(exc, "code", None)
+def remote_info(remote: RemoteBatch, handles: dict[str, str] | None = None) -> RemoteInfo:
+    """The persisted form of a backend's view (``handles`` from ``prepare`` are kept unless replaced)."""
+    return RemoteInfo(
+        backend=remote.backend,
+        batch_id=remote.batch_id,
+        status=remote.status.value,
+        provider_status=remote.provider_status,
+        succeeded=remote.succeeded,
+        failed=remote.failed,
+        total=remote.total,
+        handles={**(handles or {}), **remote.handles},
+        errors=list(remote.errors),
+        congested=remote.congested,
+        certain=remote.certain,
+        created_at=remote.created_at or None,
+    )
+
+
+def remote_view(info: RemoteInfo) -> RemoteBatch:
+    """The backend's view of a persisted remote info."""
+    try:
+        status = RemoteStatus(info.status or "pending")
+    except ValueError:  # "missing"
+        status = RemoteStatus.FAILED
+    return RemoteBatch(
+        backend=info.backend or "",
+        batch_id=info.batch_id or "",
+        status=status,
+        provider_status=info.provider_status or "",
+        total=info.total,
+        succeeded=info.succeeded,
+        failed=info.failed,
+        created_at=info.created_at or 0.0,
+        congested=info.congested,
+        errors=list(info.errors),
+        handles=dict(info.handles),
+        certain=info.certain,
+    )
 
 
 class RemoteMixin(RequesterBase):
@@ -138,41 +103,13 @@ class RemoteMixin(RequesterBase):
     _poll_failures: dict[int, tuple[int, float]]  # batch id -> (failed polls in a row, monotonic time of the first)
     _unknown_statuses: dict[int, tuple[str, float]]  # batch id -> (unknown status, monotonic time first seen)
 
-    def _api(self, what: str, call: Callable[[], T], kind: type | None = None) -> T:
-        """``call()`` (an SDK call); its failures as our errors, and an answer that is no ``kind`` refused."""
-        try:
-            with self.interruptible():  # a slow server: the first Ctrl+C need not wait (every call is resumable)
-                answer = call()
-        except openai.OpenAIError as exc:
-            if isinstance(exc.__cause__, StopRequested):  # the SDK wraps what interrupted its HTTP call
-                raise exc.__cause__ from None
-            raise self._api_error(exc, what) from exc
-        except SDK_PARSE_ERRORS as exc:
-            raise malformed(what, f"{type(exc).__name__}: {exc}") from None
-        return checked_answer(what, answer, kind) if kind is not None else answer
+    def _api(self, call: Callable[[], T]) -> T:
+        """A backend call; the first Ctrl+C need not wait for a slow server (every call is resumable)."""
+        with self.interruptible():
+            return call()
 
-    def _api_error(self, exc: Exception, what: str) -> Exception:
-        if isinstance(exc, openai.NotFoundError) and what.startswith(("upload", "create batch", "list batches")):
-            if not str(self.client.base_url).rstrip("/").endswith("/v1"):  # most often the URL, not the server
-                return BatchAPIUnavailableError(
-                    f"{what}: the URL answers 404 for /files. Check --client_base_url "
-                    f"{redact(str(self.client.base_url))}: does it end in /v1? (A local server without a Batch "
-                    "API needs --force_direct as well.)",
-                    404,
-                )
-            return BatchAPIUnavailableError(
-                f"{what}: the server at {redact(str(self.client.base_url))} has no Files/Batches API (HTTP 404). Local "
-                "OpenAI-compatible servers (Ollama, vLLM, llama.cpp) only offer the direct API: rerun with "
-                "--force_direct.",
-                404,
-            )
-        return translate_api_error(exc, what, str(self.client.base_url))
-
-    def _remote_filename(self, batch: BatchState) -> str:
-        return f"{self.layout.prefix}_batch_{batch.id:06d}_{self.S.task_uid}.jsonl"
-
-    def _metadata(self, batch: BatchState) -> dict[str, str]:
-        return {META_TASK: self.S.task_uid, META_BATCH: str(batch.id)}
+    def _tag(self, batch: BatchState) -> BatchTag:
+        return BatchTag(self.S.task_uid, batch.id)
 
     # ------------------------------------------------------------------ push
 
@@ -204,6 +141,19 @@ class RemoteMixin(RequesterBase):
             exceeded = limit.exceeded_by(used + this, ts, ms)
             if exceeded:
                 return exceeded
+        return None
+
+    def blocking_limit(self) -> str | None:
+        """The option that keeps the waiting work from being sent now (for a stop that must name it)."""
+        for batch in self.S.batches_in(BatchStatus.LOCAL):
+            return self.push_blocker(batch)
+        for batch in self.S.batches_in(BatchStatus.DIRECT):
+            if batch.push_started_at is None:
+                return self.spend_blocker(Amounts(batch.num_requests, batch.tokens_input, batch.cost, batch.size))
+        queue = self.S.queue
+        if queue.num_requests:
+            average = Amounts(1, queue.tokens_input // queue.num_requests, queue.cost / queue.num_requests, 0)
+            return self.spend_blocker(average)
         return None
 
     def note_blocked(self, reason: str | None) -> None:
@@ -260,100 +210,55 @@ class RemoteMixin(RequesterBase):
         batch.push_started_at = time.time()
         self.commit()
         crash_point("push_after_mark")
-        if batch.remote.file_id is None:
-            with open(self.layout.batch_input(batch.id), "rb") as file:
-                uploaded = self._api(
-                    f"upload of batch {batch.id}", lambda: self._upload(batch, file), openai.types.FileObject
-                )
-            batch.remote.file_id = uploaded.id
-            self.commit()
-            crash_point("push_after_upload")
-        remote = self._create_remote_batch(batch)
+        path, tag = self.layout.batch_input(batch.id), self._tag(batch)
+        if not batch.remote.handles:
+            handles = self._api(lambda: self.backend.prepare(path, tag))
+            if handles:
+                batch.remote.handles = handles
+                self.commit()
+                crash_point("push_after_upload")
+        try:
+            remote = self._create_remote_batch(batch)
+        except CandidatesUnresolved as exc:
+            log.warning("Batch %d: %s It stays pushing; nothing is submitted twice.", batch.id, exc)
+            return
         crash_point("push_after_create")
         self._adopt(batch, remote)
         self.commit()
-        self.events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.id, num_requests=batch.num_requests)
-        log.info("Pushed batch %d as %s (%d requests)", batch.id, remote.id, batch.num_requests)
+        self.events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.batch_id, num_requests=batch.num_requests)
+        log.info("Pushed batch %d as %s (%d requests)", batch.id, remote.batch_id, batch.num_requests)
 
-    def _upload(self, batch: BatchState, file: Any) -> Any:
-        """Upload the batch file. A first try without the SDK's retries: an answer that no retry can change
-        (quota, key, URL) stops at once rather than after the SDK's back-off; anything else is tried again
-        with them."""
-        name = self._remote_filename(batch)
-        try:
-            return self.client.with_options(max_retries=0).files.create(file=(name, file), purpose="batch")
-        except openai.APIStatusError as exc:
-            if error_kind(exc.status_code, exc.body) in STOPS_RUN:
-                raise
-        except openai.APIConnectionError:
-            pass
-        file.seek(0)
-        return self.client.files.create(file=(name, file), purpose="batch")
-
-    def _create_remote_batch(self, batch: BatchState) -> Any:
-        client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
+    def _create_remote_batch(self, batch: BatchState) -> RemoteBatch:
+        path, tag = self.layout.batch_input(batch.id), self._tag(batch)
         delay = CREATE_RETRY_DELAY_S
         for attempt in range(1, CREATE_ATTEMPTS + 1):
-            what = f"create batch {batch.id}"
             try:
-                return self._api(
-                    what,
-                    lambda: client.batches.create(
-                        input_file_id=batch.remote.file_id,
-                        endpoint=self.endpoint.path,
-                        completion_window="24h",
-                        metadata=self._metadata(batch),
-                    ),
-                    openai.types.Batch,
-                )
-            except (APIError, openai.OpenAIError) as error:
-                exc = error.__cause__ if isinstance(error.__cause__, openai.OpenAIError) else error
-                # A garbled answer may hide a batch that was created: look it up like after a timeout.
-                transient = isinstance(
-                    exc, openai.APIConnectionError | openai.InternalServerError | MalformedAnswerError
-                )
-                if isinstance(exc, openai.RateLimitError):
-                    transient = error_kind(exc.status_code, exc.body) != ErrorKind.QUOTA
-                if not transient:
-                    raise error
+                return self._api(lambda: self.backend.submit(path, tag, batch.num_requests, batch.remote.handles))
+            except APIError as error:
+                if not _worth_waiting_out(error):
+                    raise
+                # No answer, a 5xx or a garbled one may hide a batch that was created: look it up first.
                 found = self._find_remote_batch(batch)
                 if found is not None:
-                    log.info("Batch %d was created despite an error (%s): adopting %s", batch.id, exc, found.id)
+                    log.info("Batch %d was created despite an error (%s): adopting %s", batch.id, error, found.batch_id)
                     return found
                 if attempt == CREATE_ATTEMPTS:
-                    raise error
-                log.warning("Creating batch %d failed (%s); retrying in %.0f s", batch.id, exc, delay)
+                    raise
+                log.warning("Creating batch %d failed (%s); retrying in %.0f s", batch.id, error, delay)
                 with self.interruptible():
                     time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _find_remote_batch(self, batch: BatchState) -> Any | None:
-        """The remote batch created for ``batch`` (found by metadata), if any."""
-        since = (batch.push_started_at or 0) - 600  # clock skew margin
-        wanted = self._metadata(batch)
-        page = self._api("list batches", lambda: self.client.batches.list(limit=100))
-        while True:
-            data = getattr(page, "data", None)
-            if not isinstance(data, list):
-                raise malformed("list batches", f"got {type(page).__name__}")
-            for remote in data:
-                checked_answer("list batches", remote, openai.types.Batch)
-                if not isinstance(remote.created_at, int | float) or remote.created_at < since:
-                    return None
-                metadata = remote.metadata if isinstance(remote.metadata, dict) else {}
-                if all(metadata.get(k) == v for k, v in wanted.items()):
-                    return remote
-            if not data or not page.has_next_page():
-                return None
-            page = self._api("list batches", page.get_next_page)
+    def _find_remote_batch(self, batch: BatchState) -> RemoteBatch | None:
+        """The remote batch created for ``batch`` (found by its tag), if any; raises CandidatesUnresolved."""
+        since = batch.push_started_at or 0.0
+        known = frozenset(b.remote.batch_id for b in self.S.batches if b.remote.batch_id and b.id != batch.id)
+        return self._api(lambda: self.backend.find(self._tag(batch), batch.num_requests, since, known))
 
-    def _adopt(self, batch: BatchState, remote: Any) -> None:
+    def _adopt(self, batch: BatchState, remote: RemoteBatch) -> None:
         batch.status = BatchStatus.REMOTE
-        batch.remote.batch_id = remote.id
-        batch.remote.file_id = remote.input_file_id
-        batch.remote.created_at = float(remote.created_at)
-        self._update_remote_info(batch, remote)
+        batch.remote = remote_info(remote, batch.remote.handles)
         totals = self.S.totals
         totals.pushed_requests += batch.num_requests
         totals.pushed_tokens += batch.tokens_input
@@ -362,61 +267,41 @@ class RemoteMixin(RequesterBase):
         self.session.add(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
 
     def resolve_pushing(self) -> None:
-        """After a crash mid-push: adopt the remote batch if it exists, else delete the orphan file and re-push."""
+        """Settle the batches whose push was cut short (a crash, or candidates the backend could not tell
+        apart): adopt the remote batch if it exists, else discard what was prepared and make it local again."""
         for batch in self.S.batches_in(BatchStatus.PUSHING):
             try:
                 remote = self._find_remote_batch(batch)
             except BatchAPIUnavailableError:
                 remote = None
+            except CandidatesUnresolved as exc:
+                log.warning("Batch %d: %s It stays pushing; nothing is submitted twice.", batch.id, exc)
+                continue
             if remote is not None:
                 log.info(
-                    "Batch %d was pushed before the interruption: adopting remote batch %s",
+                    "Batch %d was pushed before an interruption or a lost answer: adopting remote batch %s",
                     batch.id,
-                    remote.id,
+                    remote.batch_id,
                 )
                 self._adopt(batch, remote)
             else:
-                self._delete_orphan_uploads(batch)
+                try:
+                    self._api(functools.partial(self.backend.discard, self._tag(batch), batch.remote.handles))
+                except APIError as exc:
+                    log.warning("Could not delete what batch %d uploaded (%s); it is harmless", batch.id, exc)
                 batch.status = BatchStatus.LOCAL
                 batch.push_started_at = None
                 batch.remote = RemoteInfo()
             self.commit()
 
-    def _delete_orphan_uploads(self, batch: BatchState) -> None:
-        name = self._remote_filename(batch)
-        try:
-            orphans = {f.id for f in self.client.files.list(purpose="batch") if getattr(f, "filename", None) == name}
-        except (openai.NotFoundError, openai.APIConnectionError, *SDK_PARSE_ERRORS):
-            orphans = set()
-        if batch.remote.file_id:
-            orphans.add(batch.remote.file_id)
-        for file_id in orphans:
-            log.info("Deleting uploaded file %s of batch %d: it never became a batch", file_id, batch.id)
-            self._delete_remote_file(file_id)
-
-    def _delete_remote_file(self, file_id: str) -> None:
-        try:
-            self.client.files.delete(file_id)
-        except openai.NotFoundError:
-            pass
-
     # ------------------------------------------------------------------ poll and download
-
-    def _update_remote_info(self, batch: BatchState, remote: Any) -> None:
-        info = batch.remote
-        info.status = remote.status
-        counts = remote.request_counts
-        if counts is not None:
-            info.completed, info.failed, info.total = counts.completed, counts.failed, counts.total
-        info.output_file_id = remote.output_file_id
-        info.error_file_id = remote.error_file_id
-        errors = getattr(remote.errors, "data", None) or []
-        info.errors = [{"code": e.code, "message": e.message, "line": e.line} for e in errors]
 
     def update_remote(self) -> int:
         """Poll the running remote batches; download the ones that ended. Returns how many ended."""
         if self.dryrun:
             return 0
+        if self.S.batches_in(BatchStatus.PUSHING):
+            self.resolve_pushing()  # candidates a backend could not tell apart may have ended meanwhile
         ended = 0
         for batch in self.S.batches_in(BatchStatus.REMOTE):
             remote = self._poll(batch)
@@ -435,9 +320,10 @@ class RemoteMixin(RequesterBase):
                 self.commit()
                 ended += 1
                 continue
-            self._update_remote_info(batch, remote)
+            assert isinstance(remote, RemoteBatch)
+            batch.remote = remote_info(remote, batch.remote.handles)
             self._note_status(batch)
-            if remote.status in TERMINAL_STATUSES and self._finish(batch):
+            if remote.status.terminal and self._finish(batch):
                 ended += 1
         self.events.emit(REMOTE_PROGRESS, batches=self.remote_progress())
         if ended and self.congested_since is not None:
@@ -445,25 +331,24 @@ class RemoteMixin(RequesterBase):
             self.congested_since = None
         return ended
 
-    def _poll(self, batch: BatchState) -> Any:
+    def _poll(self, batch: BatchState) -> RemoteBatch | str | None:
         """The remote batch, "missing" if the server has none such, or None after a failure worth waiting out
         (a 5xx, no connection, an answer that is no batch); stops with advice when failures go on for long."""
-        what = f"poll batch {batch.id}"
         failures = self._poll_failures
         try:
-            remote = self._api(what, lambda: self.client.batches.retrieve(batch.remote.batch_id), openai.types.Batch)
-        except APIError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, openai.NotFoundError):
+            remote = self._api(lambda: self.backend.status(remote_view(batch.remote)))
+        except (APIError, KeyError) as exc:
+            if isinstance(exc, KeyError):
                 # A 404 from a gateway must not make us buy the batch again: believe it only if the batch is
                 # also absent from the list of batches.
                 try:
                     found = self._find_remote_batch(batch)
-                except BatchAPIUnavailableError:  # no list either: the batch routes are gone, not a gateway's 404
+                except (BatchAPIUnavailableError, CandidatesUnresolved):  # no list either: the routes are gone
                     found = None
                 if found is None:
                     failures.pop(batch.id, None)
                     return "missing"
+                exc = APIError(f"poll batch {batch.id}: the server answered 404 for {batch.remote.batch_id}", 404)
             elif not _worth_waiting_out(exc):
                 raise
             count, since = failures.get(batch.id, (0, time.monotonic()))
@@ -481,11 +366,11 @@ class RemoteMixin(RequesterBase):
 
     def _note_status(self, batch: BatchState) -> None:
         """Log a batch status we do not know once; stop with advice if the batch keeps it for long."""
-        status = batch.remote.status or ""
         unknown = self._unknown_statuses
-        if status in KNOWN_BATCH_STATUSES:
+        if batch.remote.status != RemoteStatus.UNKNOWN:
             unknown.pop(batch.id, None)
             return
+        status = batch.remote.provider_status or ""
         first_seen = unknown.get(batch.id, (status, time.monotonic()))
         if first_seen[0] != status:
             first_seen = (status, time.monotonic())
@@ -511,8 +396,8 @@ class RemoteMixin(RequesterBase):
             {
                 "batch_id": b.id,
                 "remote_id": b.remote.batch_id,
-                "status": b.remote.status,
-                "completed": b.remote.completed,
+                "status": b.remote.provider_status or b.remote.status,
+                "completed": b.remote.succeeded,
                 "failed": b.remote.failed,
                 "total": b.remote.total or b.num_requests,
                 "age_s": now - (b.remote.created_at or b.created_at),
@@ -522,24 +407,19 @@ class RemoteMixin(RequesterBase):
 
     def _finish(self, batch: BatchState) -> bool:
         """Download an ended batch; False if it was refused for congestion (it did not run, so it frees no
-        room: counting it as ended would lift the congestion wait it just caused)."""
+        room: counting it as ended would lift the congestion wait it just caused), or if it turned out not to
+        be ours (adopted from circumstantial evidence: it is pushed again)."""
         info = batch.remote
-        if info.status == "failed" and any(e.get("code") == "token_limit_exceeded" for e in info.errors):
+        if info.status == RemoteStatus.FAILED and info.congested:
             self._requeue_congested(batch)
             return False
-        if info.completed > 0 and not info.output_file_id:
-            raise APIError(
-                f"Batch {batch.id} ({info.batch_id}) is {info.status} with {info.completed} answered requests, but "
-                "the server names no output file. The batch is kept as it is and nothing is bought again: rerun "
-                "the same command later to look again. If the provider has lost the answers, rerun with "
-                "--wipe_requests to send the unanswered requests again (this buys them again)."
-            )
-        for file_id, path, expected in (
-            (info.output_file_id, self.layout.batch_results(batch.id), info.completed),
-            (info.error_file_id, self.layout.batch_errors(batch.id), info.failed),
-        ):
-            if file_id:  # streamed to the task directory: a 200 MB result file is never held in memory
-                self._download_results(batch, file_id, path, expected)
+        try:
+            self._download_results(batch)
+        except ForeignResults as exc:
+            log.warning("Batch %d: %s; it was adopted by mistake and is pushed again", batch.id, exc)
+            self.unpush(batch, keep_remote=True)
+            self.commit()
+            return False
         info.finished_at = time.time()
         batch.status = BatchStatus.FINISHED
         self.commit()
@@ -548,42 +428,58 @@ class RemoteMixin(RequesterBase):
         log.info(
             "Batch %d ended on the remote: %s (%d completed, %d failed)",
             batch.id,
-            info.status,
-            info.completed,
+            info.provider_status or info.status,
+            info.succeeded,
             info.failed,
         )
         return True
 
-    def _download_results(self, batch: BatchState, file_id: str, path: Path, expected: int) -> None:
-        """Download a result file of ``batch`` to ``path`` and check it against the batch's own counts and the
-        line format; try again when it is not a result file. A file that is only short is accepted when two
-        downloads agree (the provider's file really lacks lines: those requests are retried as missing)."""
-        what = f"download of file {file_id} of batch {batch.id}"
+    def _download_results(self, batch: BatchState) -> None:
+        """Download the result files of ``batch`` to the task directory and check them against the batch's own
+        counts and the line format; try again when one is not a result file. A file that is only short is
+        accepted when two downloads agree (the provider's file really lacks lines: those requests are retried
+        as missing)."""
+        info = batch.remote
+        files = (
+            (self.layout.batch_results(batch.id), info.succeeded),
+            (self.layout.batch_errors(batch.id), info.failed),
+        )
         problem, last_digest = "", b""
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            for path, _ in files:
+                path.unlink(missing_ok=True)
             try:
-                self._api(what, functools.partial(download_file, self.client, file_id, path))
+                self._api(lambda: self.backend.download(remote_view(info), self._tag(batch), files[0][0], files[1][0]))
             except APIError as exc:
                 problem = str(exc)
             else:
-                found, short_only = result_file_problem(path, expected=expected, total=batch.remote.total)
+                found, short_only, digest = None, True, b""
+                for path, expected in files:
+                    if not path.exists():
+                        if expected > 0:
+                            found, short_only = f"{path.name}: no file although the batch reports {expected}", False
+                        continue
+                    found_here, short_here = result_file_problem(path, expected=expected, total=info.total)
+                    if found_here is not None:
+                        found, short_only = found_here, short_only and short_here
+                    with open(path, "rb") as file:
+                        digest += hashlib.file_digest(file, "sha256").digest()
                 if found is None:
                     return
-                with open(path, "rb") as file:
-                    digest = hashlib.file_digest(file, "sha256").digest()
                 if short_only and digest == last_digest:
                     log.warning(
                         "Batch %d: %s; two downloads agree, so the missing requests are retried", batch.id, found
                     )
                     return
-                last_digest, problem = (digest if short_only else b""), f"{what}: {found}"
-                path.unlink(missing_ok=True)
+                last_digest, problem = (digest if short_only else b""), f"download of batch {batch.id}: {found}"
             if attempt < DOWNLOAD_ATTEMPTS:
                 log.warning("%s; downloading again", problem)
                 with self.interruptible():
                     time.sleep(min(DOWNLOAD_RETRY_DELAY_S * attempt, 2.0))
+        for path, _ in files:
+            path.unlink(missing_ok=True)
         raise APIError(
-            f"{problem}. The results of batch {batch.id} ({batch.remote.batch_id}) could not be downloaded intact "
+            f"{problem}. The results of batch {batch.id} ({info.batch_id}) could not be downloaded intact "
             f"after {DOWNLOAD_ATTEMPTS} tries. The batch is kept as it is and nothing is bought again: rerun the same "
             "command later to download it again. If the provider has lost the file, rerun with --wipe_requests to "
             "send the unanswered requests again (this buys them again)."
@@ -602,7 +498,7 @@ class RemoteMixin(RequesterBase):
         accepted = sum(
             other.tokens_input
             for other in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)  # finished: in this poll
-            if other.id != batch.id and other.remote.status not in ("validating", "failed")
+            if other.id != batch.id and other.remote.status not in (RemoteStatus.PENDING, RemoteStatus.FAILED)
         )
         if accepted:
             self.congestion_tokens = min(accepted, self.congestion_tokens or accepted)
@@ -611,12 +507,13 @@ class RemoteMixin(RequesterBase):
         self.commit()
         self.cleanup_remote()
 
-    def unpush(self, batch: BatchState) -> None:
+    def unpush(self, batch: BatchState, *, keep_remote: bool = False) -> None:
         """Undo a push whose requests got no usable answer: the batch is local again (a direct one unstarted),
-        out of the pushed totals and the session's spending, its remote files marked for deletion. The
-        caller commits."""
+        out of the pushed totals and the session's spending, its remote side marked for deletion (unless
+        ``keep_remote``: a batch adopted by mistake belongs to someone else). The caller commits."""
         info = batch.remote
-        self.S.remote_cleanup.extend(f for f in (info.file_id, info.output_file_id, info.error_file_id) if f)
+        if info.backend and not keep_remote and info.certain:
+            self.S.remote_cleanup.append(info)
         if batch.push_started_at is not None or batch.status != BatchStatus.DIRECT:
             totals = self.S.totals
             totals.pushed_requests -= batch.num_requests
@@ -640,25 +537,24 @@ class RemoteMixin(RequesterBase):
             self.congested_since = None
 
     def cleanup_remote(self) -> None:
-        """Delete remote files that a committed state marked as garbage."""
+        """Delete what a committed state marked as garbage on the remote (files, ended batches)."""
         if self.dryrun or not self.S.remote_cleanup:
             return
-        for file_id in list(self.S.remote_cleanup):
+        for info in list(self.S.remote_cleanup):
             try:
-                self._delete_remote_file(file_id)
-            except openai.OpenAIError as exc:
-                log.warning("Could not delete remote file %s (%s); will try again later", file_id, exc)
+                self._api(functools.partial(self.backend.delete, remote_view(info)))
+            except APIError as exc:
+                log.warning("Could not delete remote %s (%s); will try again later", info.batch_id or info.handles, exc)
                 return
         self.S.remote_cleanup = []
         self.commit()
 
     def cancel_remote(self, batch: BatchState) -> None:
-        """Cancel a remote batch (for --wipe_requests) and mark its files for deletion."""
+        """Cancel a remote batch (for --wipe_requests) and mark it for deletion."""
         if batch.remote.batch_id and batch.status == BatchStatus.REMOTE:
             try:
-                self.client.batches.cancel(batch.remote.batch_id)
-            except openai.OpenAIError as exc:
+                self._api(lambda: self.backend.cancel(remote_view(batch.remote)))
+            except APIError as exc:
                 log.warning("Could not cancel remote batch %s: %s", batch.remote.batch_id, exc)
-        for file_id in (batch.remote.file_id, batch.remote.output_file_id, batch.remote.error_file_id):
-            if file_id:
-                self.S.remote_cleanup.append(file_id)
+        if batch.remote.backend:
+            self.S.remote_cleanup.append(batch.remote)

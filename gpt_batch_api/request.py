@@ -84,7 +84,7 @@ class StoredGPTRequest(GPTRequest):
         self.meta = meta if meta is not None else {}
         self.retry_num = retry_num
 
-    @property  # type: ignore[override]
+    @property
     def payload(self) -> dict[str, Any]:
         if self._payload is None:
             try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .backends import BatchBackend
     from .costs import TokenCoster
     from .direct import DirectExecutor
     from .endpoints import Endpoint
@@ -83,7 +84,13 @@ class RequesterBase:
 
         def cleanup_remote(self) -> None: ...
 
-        def unpush(self, batch: BatchState) -> None: ...
+        def unpush(self, batch: BatchState, *, keep_remote: bool = False) -> None: ...
+
+        @property
+        def backend(self) -> BatchBackend: ...
+
+        @property
+        def api_base_url(self) -> str: ...
 
         def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult: ...
 

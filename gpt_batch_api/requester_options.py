@@ -13,6 +13,7 @@ from .limits import Limit, Limits
 __all__ = ["RequesterOptions"]
 
 DIRECT_VERBOSE_MODES = ("never", "error", "warn", "always")
+PROVIDERS = ("openai", "anthropic")
 # Numeric options where a negative value means something ("all", "forever"), or infinity does.
 NEGATIVE_OK = frozenset({"process_failed_batches", "show_warnings", "show_errors", "lock_timeout"})
 INFINITE_OK = frozenset({"lock_timeout"})
@@ -22,7 +23,8 @@ INFINITE_OK = frozenset({"lock_timeout"})
 class RequesterOptions:
     """Settings of a GPTRequester; names and meanings follow the CLI flags (see ``--help``)."""
 
-    endpoint: str | None = None  # None: $OPENAI_ENDPOINT, else /v1/chat/completions
+    endpoint: str | None = None  # None: $OPENAI_ENDPOINT, else the provider's default (see resolved_endpoint)
+    provider: str = "openai"  # the batch backend: "openai" (and OpenAI-compatible servers) or "anthropic"
     dryrun: bool = False
     only_process: bool = False
     process_failed_batches: int = 0
@@ -32,6 +34,7 @@ class RequesterOptions:
     openai_api_key: str | None = dataclasses.field(default=None, repr=False)
     openai_organization: str | None = None
     openai_project: str | None = None
+    anthropic_api_key: str | None = dataclasses.field(default=None, repr=False)
     client_base_url: str | None = None
     autocreate_working_dir: bool = True
     lock_timeout: float | None = None
@@ -91,6 +94,8 @@ class RequesterOptions:
 
     @property
     def resolved_endpoint(self) -> str:
+        if self.provider == "anthropic":
+            return self.endpoint or "/v1/messages"
         return self.endpoint or os.environ.get("OPENAI_ENDPOINT") or "/v1/chat/completions"
 
     def limits(self) -> Limits:
@@ -119,6 +124,13 @@ class RequesterOptions:
     def validate(self) -> None:
         """Raise ConfigError naming the option to change."""
         self._validate_numbers()
+        if self.provider not in PROVIDERS:
+            raise ConfigError(f"--provider must be one of {', '.join(PROVIDERS)}, got {self.provider!r}.")
+        if self.provider == "anthropic" and self.resolved_endpoint != "/v1/messages":
+            raise ConfigError(
+                f"--provider anthropic serves the /v1/messages endpoint, not {self.resolved_endpoint} (the task's "
+                "requests must be Messages requests: model, max_tokens, messages)."
+            )
         if self.direct_verbose not in DIRECT_VERBOSE_MODES:
             raise ConfigError(f"--direct_verbose must be one of {', '.join(DIRECT_VERBOSE_MODES)}.")
         if self.max_retries < 0:

@@ -22,7 +22,7 @@ from .store.jsonl import WIPE_REQUESTS_FIX
 
 __all__ = ["BatchState", "BatchStatus", "QueueState", "RemoteInfo", "RequesterState", "Totals", "load_state"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class BatchStatus(enum.StrEnum):
@@ -40,15 +40,19 @@ class _Model(pydantic.BaseModel):
 
 
 class RemoteInfo(_Model):
-    file_id: str | None = None
+    """What is known of a batch's remote side, in no provider's words (see backends/base.py ``RemoteBatch``)."""
+
+    backend: str | None = None  # the BatchBackend's name
     batch_id: str | None = None
-    status: str | None = None
-    completed: int = 0
+    status: str | None = None  # a RemoteStatus value, or "missing" (gone from the server)
+    provider_status: str | None = None  # the provider's own word
+    succeeded: int = 0
     failed: int = 0
     total: int = 0
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    errors: list[dict[str, Any]] = []
+    handles: dict[str, str] = {}  # opaque ids the backend needs later (OpenAI: its file ids)
+    errors: list[str] = []  # why a failed batch was refused
+    congested: bool = False  # refused for the provider's enqueued-token limit
+    certain: bool = True  # False: adopted from circumstantial evidence (confirmed by its results)
     created_at: float | None = None
     finished_at: float | None = None
 
@@ -117,7 +121,7 @@ class RequesterState(_Model):
     batches: list[BatchState] = []
     totals: Totals = Totals()
     num_pass_failures: int = 0
-    remote_cleanup: list[str] = []  # remote file ids to delete (after the commit that made them garbage)
+    remote_cleanup: list[RemoteInfo] = []  # remote batches/files to delete (after the commit that made them garbage)
     history: list[dict[str, Any]] = []  # compact summaries of the last processed batches
 
     def to_json(self) -> dict[str, Any]:
@@ -133,8 +137,57 @@ class RequesterState(_Model):
         return [b for b in self.batches if b.status in statuses]
 
 
+_OPENAI_STATUSES = {  # version 1 kept OpenAI's words
+    "validating": "pending",
+    "in_progress": "running",
+    "finalizing": "ending",
+    "cancelling": "ending",
+    "completed": "completed",
+    "expired": "expired",
+    "cancelled": "cancelled",
+    "failed": "failed",
+    "missing": "missing",
+}
+
+
+def _remote_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    handles = {key: old[key] for key in ("file_id", "output_file_id", "error_file_id") if old.get(key)}
+    if "file_id" in handles:
+        handles["input_file_id"] = handles.pop("file_id")
+    status = old.get("status")
+    errors = old.get("errors") or []
+    return {
+        "backend": "openai" if handles or old.get("batch_id") else None,
+        "batch_id": old.get("batch_id"),
+        "status": None if status is None else _OPENAI_STATUSES.get(status, "unknown"),
+        "provider_status": status,
+        "succeeded": old.get("completed", 0),
+        "failed": old.get("failed", 0),
+        "total": old.get("total", 0),
+        "handles": handles,
+        "errors": [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)],
+        "congested": any(isinstance(e, dict) and e.get("code") == "token_limit_exceeded" for e in errors),
+        "created_at": old.get("created_at"),
+        "finished_at": old.get("finished_at"),
+    }
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2: the remote info is backend-neutral (backend name, neutral status, opaque handles)."""
+    for batch in data.get("batches") or []:
+        if isinstance(batch, dict) and isinstance(batch.get("remote"), dict):
+            batch["remote"] = _remote_v1_to_v2(batch["remote"])
+    data["remote_cleanup"] = [
+        {"backend": "openai", "handles": {"file": file_id}}
+        for file_id in data.get("remote_cleanup") or []
+        if isinstance(file_id, str)
+    ]
+    data["version"] = 2
+    return data
+
+
 # One upgrade function per version bump: UPGRADES[n] turns a version-n document into version n + 1.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def load_state(path: Path) -> RequesterState:

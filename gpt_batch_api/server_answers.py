@@ -32,7 +32,8 @@ class MalformedAnswerError(APIError):
 def malformed(what: str, detail: str) -> MalformedAnswerError:
     return MalformedAnswerError(
         f"{what}: the server's answer is not an API answer ({detail}); a proxy or gateway in between may have "
-        "answered instead. Nothing was lost: rerun the same command once the server answers properly."
+        "answered instead. Nothing was lost: rerun the same command once the server answers properly.",
+        transient=True,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .requester_state import BatchStatus
 
@@ -21,7 +21,7 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def status_report(task: TaskManager) -> str:
+def status_report(task: TaskManager[Any]) -> str:
     """Samples by state, queue, batches, retries, failures, tokens and cost, and headroom under each limit."""
     T, gr = task.T, task.GR
     S, totals, limits = gr.S, gr.S.totals, gr.limits
@@ -41,7 +41,8 @@ def status_report(task: TaskManager) -> str:
         detail = ""
         if batch.status in (BatchStatus.REMOTE, BatchStatus.FINISHED):
             detail = (
-                f" remote {remote.batch_id} {remote.status}: {remote.completed + remote.failed}/"
+                f" remote {remote.batch_id} {remote.provider_status or remote.status}: "
+                f"{remote.succeeded + remote.failed}/"
                 f"{remote.total or batch.num_requests} done ({remote.failed} failed)"
             )
         lines.append(

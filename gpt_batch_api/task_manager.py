@@ -304,8 +304,11 @@ class TaskManager(Generic[OutputT]):
         self._state_files.prepare_commit(txn, self.T)
 
     def _reinit_meta(self) -> bool:
-        """Replace the stored meta with ``init_meta`` (--reinit_meta); True if anything changed."""
-        old, new = self.T.meta, dict(self.init_meta)
+        """Set the requested meta values (``requested_meta``) over the stored ones (--reinit_meta); values not
+        requested keep what is stored (a task started with --model X keeps X when only another value is
+        changed), keys the stored meta lacks take ``init_meta``'s. True if anything changed."""
+        old = self.T.meta
+        new = {**self.init_meta, **old, **self.requested_meta()}
         changes = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in {**old, **new} if old.get(k) != new.get(k)]
         if not changes:
             log.info("Task meta unchanged (--reinit_meta): the given values equal the stored ones")
@@ -416,7 +419,7 @@ class TaskManager(Generic[OutputT]):
                 stop.check()
             log.warning(
                 "Cannot make progress: %s reached. Raise that limit (or wait for remote batches), then rerun.",
-                gr.opts.option_text(gr._last_block_reason) if gr._last_block_reason else "a limit",
+                gr.opts.option_text(gr._last_block_reason or gr.blocking_limit() or "a limit"),
             )
             return False
 
@@ -483,7 +486,8 @@ class TaskManager(Generic[OutputT]):
     def _public_config(self) -> dict[str, Any]:
         """Task meta and requester settings for monitoring; never contains the API key."""
         options = dataclasses.asdict(self.GR.opts)
-        options.pop("openai_api_key", None)
+        for secret in ("openai_api_key", "anthropic_api_key"):
+            options.pop(secret, None)
         if options.get("client_base_url"):
             options["client_base_url"] = redact(options["client_base_url"])
         return {"task": type(self).__name__, "meta": self.T.meta, **options}
@@ -494,7 +498,7 @@ class TaskManager(Generic[OutputT]):
         if any(getattr(m, "enabled", False) for m in monitors):
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            return logging_redirect_tqdm()
+            return logging_redirect_tqdm()  # type: ignore[no-any-return]
         return contextlib.nullcontext()
 
     def _start_monitors(self) -> list[Any]:

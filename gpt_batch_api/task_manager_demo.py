@@ -21,7 +21,17 @@ from .errors import ConfigError, GPTBatchError, StopRequested, TaskFileError
 from .logs import configure_logging
 from .options import HelpFormatter, add_task_arguments, task_kwargs
 
-DEMO_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")  # the demos build their payload for each
+DEMO_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")  # the demos build a payload for each
+ANTHROPIC_MODEL = "claude-haiku-4-5"
+# Claude Haiku 4.5's prices (USD per million tokens), used with --provider anthropic unless --cost_* flags say
+# otherwise; the Message Batches API costs half the direct price.
+ANTHROPIC_COSTS = {
+    "cost_input_direct_mtoken": 1.0,
+    "cost_input_cached_mtoken": 0.1,
+    "cost_input_batch_mtoken": 0.5,
+    "cost_output_direct_mtoken": 5.0,
+    "cost_output_batch_mtoken": 2.5,
+}
 
 log = logging.getLogger("gpt_batch_api.demo")
 
@@ -51,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chat_endpoint",
         choices=DEMO_ENDPOINTS,
-        default="/v1/chat/completions",
-        help="Endpoint the demo's requests go to (default: /v1/chat/completions)",
+        help="Endpoint the demo's requests go to (default: /v1/chat/completions; /v1/messages with --provider "
+        "anthropic)",
     )
     parser.add_argument(
         "--simulate", action="store_true", help="Run against the built-in local simulator (no API key, no cost)"
@@ -65,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "1,140 characters, 45 utterances)",
     )
     meta = parser.add_argument_group("Task metadata (fixed at the first run; change with --reinit_meta)")
-    meta.add_argument("--model", help="Model (default: gpt-4o-mini)")
+    meta.add_argument("--model", help=f"Model (default: gpt-4o-mini; {ANTHROPIC_MODEL} with --provider anthropic)")
     meta.add_argument(
         "--max_completion_tokens",
         metavar="NUM",
@@ -102,6 +112,10 @@ def make_task(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> 
 
     kwargs = task_kwargs(args)
     kwargs["endpoint"] = args.chat_endpoint
+    if args.provider == "anthropic":
+        kwargs.setdefault("model", ANTHROPIC_MODEL)
+        for name, price in ANTHROPIC_COSTS.items():
+            kwargs.setdefault(name, price)
     kwargs["name_prefix"] = args.task_prefix or args.task
     if args.max_samples is not None:
         if args.max_samples < 1:

@@ -96,7 +96,7 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         super().update(other)
         self.changed.update(other)
 
-    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[misc,override]
+    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[misc]
         self.update(other)
         return self
 
@@ -303,7 +303,8 @@ def _read_head(path: Path) -> dict[str, Any]:
     for name in fields:
         if not isinstance(data.get(name, {}), dict):
             raise TaskFileError(f"{path}: field {name!r} must be a JSON object. {_HINT}", str(path))
-    return data
+    document: dict[str, Any] = data
+    return document
 
 
 def load_task_state(path: str | Path) -> TaskState:

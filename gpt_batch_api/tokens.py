@@ -19,6 +19,7 @@ from typing import Any
 import tiktoken
 
 from .encodings import encoding_for_model, get_encoding
+from .endpoints.messages import messages_input_tokens
 from .token_images import image_rule_for_model, image_size_from_data_url, image_tokens
 
 __all__ = ["InputTokens", "TokenEstimator"]
@@ -98,6 +99,8 @@ class TokenEstimator:
             return self._responses(payload, model)
         if endpoint == "/embeddings":
             return self._embeddings(payload, model)
+        if endpoint == "/messages":  # Claude's tokenizer is not public: a high-side estimate (endpoints/messages.py)
+            return InputTokens(text=messages_input_tokens(payload, _count_cl100k), exact=False)
         self._warn(f"endpoint:{endpoint}", f"no recipe for {endpoint}; counting the JSON body")
         return InputTokens(text=len(self._encoding(model).encode(json.dumps(payload, default=str))), exact=False)
 
@@ -238,6 +241,10 @@ class TokenEstimator:
             limit = DEFAULT_MAX_OUTPUT_TOKENS
         n = int(payload.get("n") or 1) if endpoint == "/chat/completions" else 1
         return int(limit) * n
+
+
+def _count_cl100k(text: str) -> int:
+    return _count(get_encoding("cl100k_base"), text)
 
 
 def _count(enc: tiktoken.Encoding, text: str) -> int:

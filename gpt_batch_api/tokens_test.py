@@ -13,7 +13,7 @@ import base64
 import struct
 import sys
 import zlib
-from typing import Any
+from typing import Any, TextIO
 
 from .tokens import TokenEstimator
 
@@ -148,7 +148,7 @@ def cases(model: str) -> list[tuple[str, str, dict[str, Any], bool]]:
     ]
 
 
-def run(client: Any, model: str, out=sys.stdout) -> list[dict[str, Any]]:
+def run(client: Any, model: str, out: TextIO = sys.stdout) -> list[dict[str, Any]]:
     estimator = TokenEstimator(warn="never")
     rows = []
     print(f"{'case':24} {'endpoint':22} {'check':6} {'estimate':>9} {'reported':>9} {'diff':>6}", file=out)

@@ -9,9 +9,9 @@ import threading
 import openai
 import pytest
 
+from gpt_batch_api.backends.openai_errors import describe_connection_error
 from gpt_batch_api.direct import async_client_like
 from gpt_batch_api.errors import ConfigError
-from gpt_batch_api.remote import describe_connection_error
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
 from .support.numbers_task import NumbersTask

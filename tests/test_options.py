@@ -54,8 +54,9 @@ def test_yaml_defaults_file_is_in_sync_and_holds_no_secret():
     with open(CONFIG_PATH, encoding="utf-8") as file:
         loaded = yaml.safe_load(file)
     assert loaded == config_defaults(), "regenerate with: python -m gpt_batch_api.options --write_config"
-    assert "openai_api_key" not in loaded["gpt_requester"]
-    assert set(loaded["gpt_requester"]) == {f.name for f in dataclasses.fields(RequesterOptions)} - {"openai_api_key"}
+    secrets = {"openai_api_key", "anthropic_api_key"}
+    assert not secrets & set(loaded["gpt_requester"])
+    assert set(loaded["gpt_requester"]) == {f.name for f in dataclasses.fields(RequesterOptions)} - secrets
 
 
 def test_unknown_option_names_are_refused():

@@ -252,3 +252,17 @@ def test_a_base_url_without_v1_stops_with_the_cause_and_the_fixed_url_completes(
     proc = subprocess.run([sys.executable, *base, "--client_base_url", sim.base_url], env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0 and "Task complete: 45 samples succeeded" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_claude_section_rehearsal_runs_on_the_simulator_without_a_key(tmp_path):
+    """README (Claude jobs): the rehearsal command completes on the simulator's Anthropic routes."""
+    section = README.split("## Claude jobs (Anthropic)", 1)[1].split("\n## ", 1)[0]
+    (command,) = (b.strip() for b in re.findall(r"```bash\n(.*?)```", section, re.S))
+    args = shlex.split(command.replace("claude_run", str(tmp_path / "claude_run")))
+    assert args[:3] == ["python", "-m", "gpt_batch_api.task_manager_demo"] and "--provider" in args
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
+    env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled")
+    proc = subprocess.run([sys.executable, *args[1:], "--no_progress"], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Task complete: 45 samples succeeded, 0 failed" in proc.stderr, proc.stderr[-3000:]

@@ -96,3 +96,18 @@ def test_only_process_does_not_generate(tmp_path, sim):
     task = make_task(tmp_path, sim, 20, only_process=True)
     assert task.run() is False
     assert read_task_state(tmp_path)["committed_samples"] == {}
+
+
+def test_a_pass_failure_stop_names_the_task_rejections_it_never_logged(tmp_path):
+    """Answers the task rejects are not logged one by one; the stop after --max_pass_failures names them."""
+    from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+    from .support.helpers import run_numbers_subprocess
+
+    options = {"force_direct": True, "max_direct_requests": 10}
+    with Simulator(SimulatorConfig()) as sim:
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 30, options, reject_every=1)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-3000:]
+    assert "consecutive batches did not pass" in out, out[-3000:]
+    assert "TaskSpecific/Rejected x10" in out and "rejected on purpose by the test task" in out, out[-3000:]

@@ -266,3 +266,17 @@ def test_both_demos_complete_on_simulate_in_both_modes(tmp_path, task, samples, 
         assert totals["pushed_batches"] >= 1
     else:
         assert totals["pushed_batches"] == 0 and totals["direct_batches"] >= 1
+
+
+def test_reinit_meta_changes_only_the_values_given(tmp_path, sim):
+    """A task started with --model keeps that model when --reinit_meta changes another value."""
+    task_dir = tmp_path / "task"
+    assert (
+        demo(task_dir, "--no_run", "--model", "gpt-4.1", "--temperature", "0.4", base_url=sim.base_url).returncode == 0
+    )
+    proc = demo(task_dir, "--no_run", "--reinit_meta", "--completion_ratio", "0.3", base_url=sim.base_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "completion_ratio 0.5 -> 0.3" in proc.stderr and "model" not in proc.stderr.split("reinitialised")[1]
+    assert (
+        "model='gpt-4.1'" in proc.stdout and "temperature=0.4" in proc.stdout and "completion_ratio=0.3" in proc.stdout
+    )

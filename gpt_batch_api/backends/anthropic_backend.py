@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from typing import Any
 import orjson
 
 from ..error_kinds import ErrorKind, error_kind
-from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError
-from ..store.atomic import atomic_write_bytes
+from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError, StopRequested
+from ..redact import redact
+from ..server_answers import malformed
+from ..store.atomic import TEMP_MARK, fsync_dir
 from .base import BatchTag, CandidatesUnresolved, DownloadSummary, ForeignResults, RemoteBatch, RemoteStatus
 
 __all__ = ["AnthropicBatchBackend", "import_anthropic"]
@@ -45,9 +48,7 @@ def import_anthropic() -> Any:
     try:
         import anthropic
     except ImportError:
-        raise ConfigError(
-            'Anthropic jobs need the anthropic SDK: pip install "gpt_batch_api[anthropic]"'
-        ) from None
+        raise ConfigError('Anthropic jobs need the anthropic SDK: pip install "gpt_batch_api[anthropic]"') from None
     return anthropic
 
 
@@ -80,27 +81,39 @@ class AnthropicBatchBackend:
         sdk = self._sdk
         try:
             return call(*args, **kwargs)
-        except sdk.APIStatusError as exc:
+        except sdk.APIError as exc:
+            if isinstance(exc.__cause__, StopRequested):  # the SDK wraps what interrupted its HTTP call
+                raise exc.__cause__ from None
+            raise self._error(exc, what) from exc
+        except (ValueError, AttributeError, TypeError) as exc:  # a body that is not the API's answer
+            raise malformed(what, f"{type(exc).__name__}: {exc}") from None
+
+    def _error(self, exc: Any, what: str) -> APIError:
+        sdk = self._sdk
+        if isinstance(exc, sdk.APIStatusError):
             message = _error_message(exc)
             kind = error_kind(exc.status_code, exc.body)  # read like OpenAI's, gateways included
             if kind == ErrorKind.AUTH:
-                raise AuthenticationError(
+                return AuthenticationError(
                     f"{what}: the Anthropic API key was rejected ({exc.status_code}: {message}). Check "
-                    "ANTHROPIC_API_KEY, then rerun the same command.",
+                    "ANTHROPIC_API_KEY or --anthropic_api_key, then rerun the same command.",
                     exc.status_code,
-                ) from exc
+                )
             if kind == ErrorKind.QUOTA:
-                raise QuotaExceededError(
+                return QuotaExceededError(
                     f"{what}: the Anthropic account is out of credit ({message}). Add credit in the Anthropic "
                     "console (Plans & Billing), then rerun the same command.",
                     exc.status_code,
-                ) from exc
-            raise APIError(f"{what} failed with HTTP {exc.status_code}: {message}", exc.status_code) from exc
-        except sdk.APIConnectionError as exc:
-            raise APIError(
-                f"{what}: cannot reach the Anthropic API at {self.client.base_url} ({exc}). Check the network "
-                "or the base URL, then rerun the same command (nothing is lost)."
-            ) from exc
+                )
+            transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+            return APIError(
+                f"{what} failed with HTTP {exc.status_code}: {message}", exc.status_code, transient=transient
+            )
+        return APIError(
+            f"{what}: cannot reach the Anthropic API at {redact(str(self.client.base_url))} ({exc}). Check the "
+            "network or the base URL, then rerun the same command (nothing is lost).",
+            transient=True,
+        )
 
     def _view(self, batch: Any) -> RemoteBatch:
         counts = batch.request_counts
@@ -113,8 +126,8 @@ class AnthropicBatchBackend:
                 status = RemoteStatus.CANCELLED
             elif counts.expired:
                 status = RemoteStatus.EXPIRED
-        elif status is RemoteStatus.COMPLETED:  # an unknown status: not ended, so keep polling
-            status = RemoteStatus.RUNNING
+        elif status is RemoteStatus.COMPLETED:  # a word we do not know: not ended, so keep polling
+            status = RemoteStatus.UNKNOWN
         return RemoteBatch(
             backend=self.name,
             batch_id=batch.id,
@@ -128,31 +141,56 @@ class AnthropicBatchBackend:
 
     # --- BatchBackend ---------------------------------------------------------------------------------
 
-    def submit(self, batch_file: Path, tag: BatchTag, num_requests: int) -> RemoteBatch:
-        requests = []
+    def prepare(self, batch_file: Path, tag: BatchTag) -> dict[str, str]:
+        return {}  # the requests travel in the create call
+
+    def discard(self, tag: BatchTag, handles: dict[str, str]) -> None:
+        pass  # nothing is uploaded before a batch is created
+
+    def submit(
+        self, batch_file: Path, tag: BatchTag, num_requests: int, handles: dict[str, str] | None = None
+    ) -> RemoteBatch:
+        # The body is built as bytes (C-speed JSON per line): the SDK's typed path validates and copies every
+        # request, which costs more than all the rest of a batch's local work.
         prefix = f"{tag.token}_"
+        parts = []
         with open(batch_file, "rb") as file:
             for line in file:
                 if line.strip():
                     request = orjson.loads(line)
-                    requests.append({"custom_id": prefix + request["custom_id"], "params": request["body"]})
-        if len(requests) != num_requests:
-            raise APIError(f"batch file {batch_file} holds {len(requests)} requests, expected {num_requests}")
-        batches = self.client.with_options(max_retries=0).messages.batches  # a retry could submit twice
-        return self._view(self._call(f"create batch {tag.batch_id}", batches.create, requests=requests))
+                    custom_id = orjson.dumps(prefix + request["custom_id"])
+                    parts.append(b'{"custom_id":' + custom_id + b',"params":' + orjson.dumps(request["body"]) + b"}")
+        if len(parts) != num_requests:
+            raise APIError(f"batch file {batch_file} holds {len(parts)} requests, expected {num_requests}")
+        body = b'{"requests":[' + b",".join(parts) + b"]}"
+        client = self.client.with_options(max_retries=0)  # a retry could submit twice
+        batch_type = self._sdk.types.messages.MessageBatch
+        batch = self._call(
+            f"create batch {tag.batch_id}",
+            client.post,
+            "/v1/messages/batches",
+            cast_to=batch_type,
+            content=body,
+            options={"headers": {"Content-Type": "application/json"}},
+        )
+        if not isinstance(batch, batch_type) or not isinstance(getattr(batch, "id", None), str):
+            raise malformed(f"create batch {tag.batch_id}", f"got {type(batch).__name__}")
+        return self._view(batch)
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         running = []
         for batch in self._call("list batches", self.client.messages.batches.list, limit=100):
             view = self._view(batch)
             if view.created_at < since - CLOCK_SKEW_S:
                 break  # newest first: the rest are older than the push
-            if view.total != num_requests:
+            if view.total != num_requests or view.batch_id in exclude:
                 continue
             if batch.processing_status != "ended":
                 running.append(view)
                 continue
-            first = next(self._results(view), None)
+            first = next(self._result_lines(view.batch_id), None)
             if first is not None and str(first.get("custom_id", "")).startswith(f"{tag.token}_"):
                 return view
         if len(running) > 1:
@@ -176,28 +214,50 @@ class AnthropicBatchBackend:
         view.certain = remote.certain
         return view
 
-    def _results(self, remote: RemoteBatch) -> Iterator[dict[str, Any]]:
-        entries = self._call(f"results of {remote.batch_id}", self.client.messages.batches.results, remote.batch_id)
-        for entry in entries:
-            yield entry.model_dump(mode="json")
+    def _result_lines(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The batch's results stream, line by line, as plain dicts (streamed: never held whole)."""
+        what = f"results of {batch_id}"
+        try:
+            with self.client.messages.batches.with_streaming_response.results(batch_id) as response:
+                for line in response.iter_lines():
+                    if line.strip():
+                        entry = orjson.loads(line)
+                        if not isinstance(entry, dict):
+                            raise malformed(what, f"a line that is no result: {line[:60]!r}")
+                        yield entry
+        except (APIError, ForeignResults, StopRequested):
+            raise
+        except self._sdk.APIError as exc:
+            if isinstance(exc.__cause__, StopRequested):
+                raise exc.__cause__ from None
+            raise self._error(exc, what) from exc
+        except orjson.JSONDecodeError as exc:
+            raise malformed(what, f"a line that is not JSON ({exc})") from None
+        except Exception as exc:  # the HTTP library's error for a body cut short
+            raise APIError(f"{what}: the download was cut short ({type(exc).__name__}: {exc})", transient=True) from exc
 
     def download(self, remote: RemoteBatch, tag: BatchTag, results: Path, errors: Path) -> DownloadSummary:
+        """Streams the results into temp files next to ``results`` and ``errors``, renamed into place at the end."""
         prefix = f"{tag.token}_"
-        answers, failures = bytearray(), bytearray()
+        outputs = {True: _TempFile(results), False: _TempFile(errors)}
         lines = succeeded = 0
-        for entry in self._results(remote):
-            custom_id = str(entry.get("custom_id", ""))
-            if not custom_id.startswith(prefix):
-                if not remote.certain:
-                    raise ForeignResults(f"Anthropic batch {remote.batch_id} is not batch {tag.batch_id}'s")
-                raise APIError(f"Anthropic batch {remote.batch_id} returned a foreign custom_id {custom_id!r}")
-            line, ok = _engine_line(custom_id[len(prefix) :], entry.get("result") or {})
-            (answers if ok else failures).extend(orjson.dumps(line) + b"\n")
-            lines += 1
-            succeeded += ok
-        for path, data in ((results, answers), (errors, failures)):
-            if data:
-                atomic_write_bytes(path, bytes(data))
+        try:
+            for entry in self._result_lines(remote.batch_id):
+                custom_id = str(entry.get("custom_id", ""))
+                if not custom_id.startswith(prefix):
+                    if not remote.certain:
+                        raise ForeignResults(f"Anthropic batch {remote.batch_id} is not batch {tag.batch_id}'s")
+                    raise APIError(f"Anthropic batch {remote.batch_id} returned a foreign custom_id {custom_id!r}")
+                result = entry.get("result")
+                line, ok = _engine_line(custom_id[len(prefix) :], result if isinstance(result, dict) else {})
+                outputs[ok].write(orjson.dumps(line) + b"\n")
+                lines += 1
+                succeeded += ok
+            for output in outputs.values():
+                output.commit()
+        finally:
+            for output in outputs.values():
+                output.discard()
         return DownloadSummary(lines=lines, succeeded=succeeded)
 
     def cancel(self, remote: RemoteBatch) -> None:
@@ -232,3 +292,37 @@ def _engine_line(custom_id: str, result: dict[str, Any]) -> tuple[dict[str, Any]
     code = {"canceled": "batch_cancelled", "expired": "batch_expired"}.get(str(kind), "unknown_result")
     message = f"the Anthropic batch ended with this request {kind}"
     return {"custom_id": custom_id, "error": {"code": code, "message": message}}, False
+
+
+class _TempFile:
+    """A file written through a temp file next to it; ``commit`` fsyncs and renames it into place (only if
+    anything was written), ``discard`` removes a temp file that was not committed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+        self._temp: Path | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            fd, name = tempfile.mkstemp(prefix=f"{self.path.name}{TEMP_MARK}", dir=self.path.parent)
+            self._temp, self._file = Path(name), os.fdopen(fd, "wb")
+        self._file.write(data)
+
+    def commit(self) -> None:
+        if self._file is None or self._temp is None:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._temp, self.path)
+        self._file = self._temp = None
+        fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None

@@ -43,6 +43,7 @@ class RemoteStatus(enum.StrEnum):
     EXPIRED = "expired"  # the completion window ended: finished answers are delivered, the rest are not
     CANCELLED = "cancelled"  # finished answers are delivered, the rest are not
     FAILED = "failed"  # refused as a whole (validation, or the enqueued-token limit: see ``congested``)
+    UNKNOWN = "unknown"  # a provider word the backend does not know: treated as running (``provider_status``)
 
     @property
     def terminal(self) -> bool:
@@ -106,17 +107,37 @@ class BatchBackend(Protocol):
     max_requests: int  # per batch
     max_bytes: int  # per batch input
 
-    def submit(self, batch_file: Path, tag: BatchTag, num_requests: int) -> RemoteBatch:
-        """Create a remote batch of the requests in ``batch_file``, tagged with ``tag``.
+    def prepare(self, batch_file: Path, tag: BatchTag) -> dict[str, str]:
+        """Send what must be on the provider before a batch is created (OpenAI: upload the input file).
 
-        Once it returns, the remote batch exists and will run. A crash or a lost answer in the middle may
-        leave a remote batch (or an uploaded file) that the caller never heard of: before calling ``submit``
-        again for the same tag, the caller calls ``find``. ``submit`` itself never retries the create call.
+        Returns the handles that ``submit`` needs; the engine commits them, so that a crash after this call
+        does not send the file again. A crash in the middle may leave an upload the engine never heard of:
+        ``discard`` finds it by ``tag``. ``{}`` for a provider that takes the requests in the create call.
         """
         ...
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def submit(
+        self, batch_file: Path, tag: BatchTag, num_requests: int, handles: dict[str, str] | None = None
+    ) -> RemoteBatch:
+        """Create a remote batch of the requests in ``batch_file`` (prepared as ``handles``), tagged with ``tag``.
+
+        Once it returns, the remote batch exists and will run. A crash or a lost answer in the middle may
+        leave a remote batch that the caller never heard of: an ``APIError`` with ``transient`` set says the
+        batch may exist, and before calling ``submit`` again for the same tag the caller calls ``find``.
+        ``submit`` itself never retries the create call.
+        """
+        ...
+
+    def discard(self, tag: BatchTag, handles: dict[str, str]) -> None:
+        """Delete what ``prepare`` left for ``tag`` that never became a batch (call only after ``find`` said
+        None). Best effort: failures are logged, not raised."""
+        ...
+
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         """The remote batch submitted for ``tag`` at or after ``since`` (a Unix time), or None if there is none.
+        ``exclude``: ids of remote batches the caller already knows to be others' (its other batches).
 
         A certain answer has ``certain=True``. A backend whose provider keeps no tag on the batch may return
         the only plausible candidate with ``certain=False`` (its results confirm it later, see ``download``),

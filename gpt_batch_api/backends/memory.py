@@ -66,7 +66,15 @@ class InMemoryBatchBackend:
         self.creates = 0  # batches ever created (a test of exactly-once counts these)
         self._ids = itertools.count(1)
 
-    def submit(self, batch_file: Path, tag: BatchTag, num_requests: int) -> RemoteBatch:
+    def prepare(self, batch_file: Path, tag: BatchTag) -> dict[str, str]:
+        return {}
+
+    def discard(self, tag: BatchTag, handles: dict[str, str]) -> None:
+        pass
+
+    def submit(
+        self, batch_file: Path, tag: BatchTag, num_requests: int, handles: dict[str, str] | None = None
+    ) -> RemoteBatch:
         data = Path(batch_file).read_bytes()
         if len(data) > self.max_bytes:
             raise APIError(f"batch file {batch_file} is {len(data)} bytes, over the {self.max_bytes} limit", 400)
@@ -82,10 +90,14 @@ class InMemoryBatchBackend:
         self.creates += 1
         if self.lose_next_creates > 0:
             self.lose_next_creates -= 1
-            raise APIError(f"create batch {tag.batch_id}: the connection was lost before the answer (simulated)")
+            raise APIError(
+                f"create batch {tag.batch_id}: the connection was lost before the answer (simulated)", transient=True
+            )
         return self._view(batch)
 
-    def find(self, tag: BatchTag, num_requests: int, since: float) -> RemoteBatch | None:
+    def find(
+        self, tag: BatchTag, num_requests: int, since: float, exclude: frozenset[str] = frozenset()
+    ) -> RemoteBatch | None:
         for batch in reversed(list(self.batches.values())):
             if batch.tag == tag and batch.created_at >= since - 600:
                 return self._view(batch)

@@ -64,8 +64,7 @@ def prompt_for(char: str) -> str:
     return f"Give the Unicode code point and the official Unicode name of the character '{char}'."
 
 
-class CharCodesTask(TaskManager):
-    D: DataclassOutputFile[CharCodesOutput]
+class CharCodesTask(TaskManager[DataclassOutputFile[CharCodesOutput]]):
 
     DEFAULT_META = {
         "model": "gpt-4o-mini",

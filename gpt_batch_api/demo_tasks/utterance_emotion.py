@@ -55,8 +55,7 @@ def load_utterances() -> list[dict[str, str]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-class UtteranceEmotionTask(TaskManager):
-    D: DataclassListOutputFile[UtteranceEmotion]
+class UtteranceEmotionTask(TaskManager[DataclassListOutputFile[UtteranceEmotion]]):
 
     DEFAULT_META = {
         "model": "gpt-4o-mini",
@@ -112,7 +111,8 @@ class UtteranceEmotionTask(TaskManager):
 
     def _record(self, key: str) -> dict[str, Any]:
         """Per utterance in ``committed_meta``: requests committed, opinions received, failed requests."""
-        return self.T.committed_meta.setdefault(key, {"asked": 0, "opinions": [], "failed": 0})
+        record: dict[str, Any] = self.T.committed_meta.setdefault(key, {"asked": 0, "opinions": [], "failed": 0})
+        return record
 
     def generate_requests(self) -> bool:
         meta, adviser, done = self.T.meta, self.adviser, True

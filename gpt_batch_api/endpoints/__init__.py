@@ -11,12 +11,13 @@ from ..errors import ConfigError
 from .base import Endpoint, ParsedBody, ParseSpec
 from .chat import ChatCompletionsEndpoint
 from .embeddings import EmbeddingsEndpoint
+from .messages import MessagesEndpoint
 from .responses import ResponsesEndpoint
 
 __all__ = ["ENDPOINTS", "Endpoint", "ParseSpec", "ParsedBody", "get_endpoint"]
 
 ENDPOINTS: dict[str, Endpoint] = {
-    ep.path: ep for ep in (ChatCompletionsEndpoint(), ResponsesEndpoint(), EmbeddingsEndpoint())
+    ep.path: ep for ep in (ChatCompletionsEndpoint(), ResponsesEndpoint(), EmbeddingsEndpoint(), MessagesEndpoint())
 }
 
 

@@ -41,38 +41,47 @@ def tool_for(cls: type[pydantic.BaseModel]) -> dict[str, Any]:
 
 def messages_input_tokens(payload: dict[str, Any], count_text: Any) -> int:
     """Estimated input tokens of a Messages payload; ``count_text(text)`` counts cl100k_base tokens."""
-
-    def scaled(text: str) -> int:
-        return math.ceil(TOKEN_FACTOR * count_text(text)) if text else 0
-
-    def block(value: Any) -> int:
-        if isinstance(value, str):
-            return scaled(value)
-        if not isinstance(value, dict):
-            return 0
-        if value.get("type") == "text":
-            return scaled(str(value.get("text", "")))
-        if value.get("type") == "image":
-            return IMAGE_TOKENS
-        content = value.get("content")
-        if value.get("type") == "tool_result" and isinstance(content, list):
-            return sum(block(b) for b in content)
-        return scaled(json.dumps(value, sort_keys=True))
-
     total = 0
     system = payload.get("system")
     if system:
-        total += TOKENS_PER_MESSAGE + sum(block(b) for b in (system if isinstance(system, list) else [system]))
-    for message in payload.get("messages") or []:
+        total += TOKENS_PER_MESSAGE + _blocks(system, count_text)
+    for message in payload.get("messages") or ():
         content = message.get("content") if isinstance(message, dict) else None
-        total += TOKENS_PER_MESSAGE + sum(block(b) for b in (content if isinstance(content, list) else [content]))
+        if type(content) is str:  # the common shape: one text
+            total += TOKENS_PER_MESSAGE + (math.ceil(TOKEN_FACTOR * count_text(content)) if content else 0)
+        else:
+            total += TOKENS_PER_MESSAGE + _blocks(content, count_text)
     response_format = payload.get("response_format")
-    tools = list(payload.get("tools") or [])
+    tools = list(payload.get("tools") or ())
     if isinstance(response_format, type) and issubclass(response_format, pydantic.BaseModel):
         tools.append(tool_for(response_format))
     if tools:
-        total += scaled(json.dumps(tools, sort_keys=True))
+        total += _scaled(json.dumps(tools, sort_keys=True), count_text)
     return total
+
+
+def _scaled(text: str, count_text: Any) -> int:
+    return math.ceil(TOKEN_FACTOR * count_text(text)) if text else 0
+
+
+def _blocks(content: Any, count_text: Any) -> int:
+    return sum(_block(b, count_text) for b in (content if isinstance(content, list) else [content]))
+
+
+def _block(value: Any, count_text: Any) -> int:
+    if isinstance(value, str):
+        return _scaled(value, count_text)
+    if not isinstance(value, dict):
+        return 0
+    kind = value.get("type")
+    if kind == "text":
+        return _scaled(str(value.get("text", "")), count_text)
+    if kind == "image":
+        return IMAGE_TOKENS
+    content = value.get("content")
+    if kind == "tool_result" and isinstance(content, list):
+        return sum(_block(b, count_text) for b in content)
+    return _scaled(json.dumps(value, sort_keys=True), count_text)
 
 
 class MessagesEndpoint(Endpoint):

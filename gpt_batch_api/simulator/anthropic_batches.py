@@ -69,6 +69,7 @@ class AnthropicBatchStore:
         self.answerer = answerer
         self.lock = lock
         self.batches: dict[str, _Batch] = {}
+        self.created: list[tuple[str, str]] = []  # (batch id, first custom_id) of every batch ever created
 
     # --- routes ---------------------------------------------------------------------------------------
 
@@ -110,6 +111,7 @@ class AnthropicBatchStore:
                 config.finalizing_s,
             )
             self.batches[batch.id] = batch
+            self.created.append((batch.id, parsed[0][0]))
             return self._view(batch, batch.created_at)
 
     def retrieve(self, batch_id: str) -> dict[str, Any]:

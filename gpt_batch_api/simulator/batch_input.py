@@ -18,7 +18,9 @@ MAX_INPUT_BYTES = 200 * 1024 * 1024
 MAX_ERRORS = 100  # errors listed for a failed batch (OpenAI lists a bounded number too)
 
 
-def validate_lines(data: bytes, endpoint: str) -> tuple[list[tuple[str, dict[str, Any]]], str | None, list[dict]]:
+def validate_lines(
+    data: bytes, endpoint: str
+) -> tuple[list[tuple[str, dict[str, Any]]], str | None, list[dict[str, Any]]]:
     """Parse an input file as OpenAI does: ``(requests, model, errors)``; any error fails the batch."""
     errors: list[dict[str, Any]] = []
 

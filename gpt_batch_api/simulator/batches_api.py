@@ -181,7 +181,7 @@ class BatchStore:
     def _status(self, batch: _Batch, now: float) -> str:
         """The status at ``now``, before files exist (final statuses are only reported once they do)."""
         if batch.final is not None:
-            return batch.final["status"]
+            return str(batch.final["status"])
         validated, processed, finished = self._times(batch)
         if batch.plan.errors is not None:
             return "validating" if now < validated else "failed"

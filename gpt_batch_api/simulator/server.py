@@ -66,6 +66,7 @@ class Simulator:
         self.batches = BatchStore(self.config, self.files, self.answerer, self.lock)
         self.limiter = RateLimiter()
         self.direct_requests = 0
+        self.faults_injected = 0  # 500s, 429s and dropped connections injected by the fault knobs
         self.direct_serving = 0  # direct calls being answered right now
         self.direct_statuses: Counter[int] = Counter()  # HTTP status of every direct answer
         self.anthropic = AnthropicAPI(self, self._inject_faults, self._random)
@@ -189,7 +190,9 @@ class Simulator:
             error = error_body(f"Simulator error: {type(exc).__name__}: {exc}", "server_error", "server_error")
             return 500, json.dumps(error).encode(), extra, "application/json"
 
-    def _anthropic(self, method: str, path: str, query_text: str, headers: Any, body: bytes) -> tuple:
+    def _anthropic(
+        self, method: str, path: str, query_text: str, headers: Any, body: bytes
+    ) -> tuple[int, bytes, dict[str, str], str]:
         try:
             return self.anthropic.handle(method, path, query_text, headers, body)
         except ApiError as exc:
@@ -244,6 +247,8 @@ class Simulator:
             return
         with self.lock:
             draw = self._random()
+            if draw < config.drop_connection_rate + config.http_500_rate + config.http_429_rate:
+                self.faults_injected += 1  # tests check that a fault knob did inject faults
         if draw < config.drop_connection_rate:
             raise _Drop
         draw -= config.drop_connection_rate
@@ -309,7 +314,9 @@ class Simulator:
             headers = {}
         return 200, json.dumps(answer).encode(), headers, "application/json"
 
-    def _route(self, method: str, path: str, query_text: str, headers: Any, raw: bytes) -> tuple[int, bytes, dict, str]:
+    def _route(
+        self, method: str, path: str, query_text: str, headers: Any, raw: bytes
+    ) -> tuple[int, bytes, dict[str, str], str]:
         parts = path.split("/")[1:]  # "/v1/files/x/content" -> ["v1", "files", "x", "content"]
         if len(parts) < 2 or parts[0] != "v1":
             raise ApiError(404, f"Invalid URL ({method} {path})")
@@ -344,7 +351,9 @@ class Simulator:
             )
         return model_object(model, self.config.server_kind)
 
-    def _files(self, method: str, path: str, rest: list[str], query: dict, headers: Any, raw: bytes) -> tuple:
+    def _files(
+        self, method: str, path: str, rest: list[str], query: dict[str, Any], headers: Any, raw: bytes
+    ) -> tuple[Any, ...]:
         if method == "POST" and not rest:
             content_type = headers.get("Content-Type") or ""
             with self.lock:
@@ -364,7 +373,7 @@ class Simulator:
                 return _ok(self.files.delete(rest[0]))
         raise ApiError(404, f"Invalid URL ({method} {path})")
 
-    def _batches(self, method: str, path: str, rest: list[str], query: dict, raw: bytes) -> tuple:
+    def _batches(self, method: str, path: str, rest: list[str], query: dict[str, Any], raw: bytes) -> tuple[Any, ...]:
         if method == "POST" and not rest:
             created = self.batches.create(_json_body(raw))
             if self.take_lost_create():
@@ -528,8 +537,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
 
-class _Headers(dict):
+class _Headers(dict[str, Any]):
     """Request headers by lower-cased name; ``get`` ignores case like http.server's headers."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)

@@ -69,3 +69,28 @@ def test_a_wrong_key_is_refused_clearly_and_not_echoed(tmp_path: Path) -> None:
     assert "API key" in output and "Traceback" not in output, output[-3000:]
     assert KEY not in output and KEY[6:-4] not in output
     assert not files_with(KEY, task_dir, wandb_dir)
+
+
+ANTHROPIC_KEY = "sk-ant-api03-FAKEKEYfor-secrets-test-0123456789abcdefXYZ"
+
+
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_the_anthropic_key_is_in_no_file_log_or_wandb_run(
+    tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--provider anthropic: the key given as --anthropic_api_key or ANTHROPIC_API_KEY (checked by the
+    simulator on every Message Batches call) is in no file, log line or wandb run."""
+    task_dir, wandb_dir = tmp_path / "task", tmp_path / "wandb"
+    wandb_dir.mkdir()
+    flags = ["--provider", "anthropic", "--min_batch_requests", "1", "--max_samples", "60"]
+    if where == "flag":
+        flags += ["--anthropic_api_key", ANTHROPIC_KEY]
+    else:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)  # run_demo passes os.environ on
+    with Simulator(SimulatorConfig(**FAST_BATCHES, require_api_key=ANTHROPIC_KEY), responder=Ledger()) as sim:
+        code, output = run_demo(task_dir, wandb_dir, sim.base_url, *flags)
+    assert code == 0, output[-3000:]
+    assert list(wandb_dir.rglob("*.wandb")), "wandb wrote no offline run: the check below would prove nothing"
+    assert "Pushed batch 1 as msgbatch_" in output
+    assert ANTHROPIC_KEY not in output
+    assert not files_with(ANTHROPIC_KEY, task_dir, wandb_dir)

@@ -169,3 +169,36 @@ def test_demo_refuses_a_damaged_file_without_traceback_and_the_fix_works(tmp_pat
     again = subprocess.run([sys.executable, *verify_cmd.group(0).split()[1:]], cwd=REPO, capture_output=True,
                            text=True, timeout=60)  # fmt: skip
     assert again.returncode == 0 and "Every file is intact" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize("damage", ["cut", "deleted"])
+def test_a_downloaded_result_file_damaged_before_processing_is_downloaded_again_not_bought_again(tmp_path, damage):
+    """The process dies between downloading a batch and processing it; the results file is then cut short or
+    deleted. The rerun downloads it again from the provider (whose files are kept until processing): every
+    sample is answered by the server exactly once."""
+    from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+    from ..support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
+    from . import Ledger
+
+    options = {"min_batch_requests": 1, "max_batch_requests": 40, "remote_update_interval": 0.2}
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(**FAST_BATCHES), responder=ledger) as sim:
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 40, options,
+                                      env={"GPT_BATCH_API_CRASH_POINT": "remote_after_download"})  # fmt: skip
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 137, out[-2000:]
+        results = tmp_path / "numbers_batch_000001_results.jsonl"
+        data = results.read_bytes()
+        assert data.count(b"\n") == 40
+        if damage == "cut":
+            results.write_bytes(data[: len(data) // 2])
+        else:
+            results.unlink()
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 40, options)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+        assert "downloading its results again" in out, out[-3000:]
+    records = assert_complete(tmp_path, 40)
+    assert all(r.error is None and r.retry_num == 0 for r in records)
+    assert sorted(len(times) for times in ledger.answers.values()) == [1] * 40  # nothing bought twice

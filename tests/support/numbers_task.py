@@ -45,9 +45,11 @@ class NumbersTask(TaskManager):
         chunk: int = 50,
         reject_every: int = 0,
         prefix: str = "numbers",
-        model: str = "gpt-4o-mini",
+        model: str | None = None,
         **kwargs,
     ):
+        anthropic = kwargs.get("provider") == "anthropic"
+        model = model or ("claude-haiku-4-5" if anthropic else "gpt-4o-mini")
         super().__init__(
             task_dir,
             prefix,
@@ -67,7 +69,8 @@ class NumbersTask(TaskManager):
                 "model": self.T.meta["model"],
                 "messages": [{"role": "user", "content": f"Reply with the number {i} as JSON."}],
                 "response_format": Answer,
-                "max_completion_tokens": 30,
+                # Anthropic's Messages API takes max_tokens (see endpoints/messages.py)
+                ("max_tokens" if self.GR.opts.provider == "anthropic" else "max_completion_tokens"): 30,
             }
             self.add_request(GPTRequest(payload=payload, meta={"sample": key, "i": i}))
             if self.num_pooled_requests >= self.chunk and self.commit_requests():
