@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -246,7 +247,10 @@ class TaskStateFiles:
         values.changed.clear()
         if not sets and not dels:
             return None
-        return fastjson.dumps({"f": name, "set": sets, "del": dels}) + b"\n"
+        line = fastjson.dumps({"f": name, "set": sets, "del": dels}) + b"\n"
+        if b"null" in line:  # NaN and infinity are written as null: refuse rather than change the value
+            _check_finite(name, sets)
+        return line
 
     def _compact(self, txn: Transaction, state: TaskState) -> None:
         """Stage a new log generation holding each dict in full, and the deletion of the old one."""
@@ -254,6 +258,8 @@ class TaskStateFiles:
         for name in TRACKED_FIELDS:
             values: TrackedDict = getattr(state, name)
             lines.append(fastjson.dumps({"f": name, "reset": True, "set": values}) + b"\n")
+            if b"null" in lines[-1]:
+                _check_finite(name, values)
             values.changed.clear()
             values.reset = False
             self._written[name] = {k: fastjson.dumps(v) for k, v in values.items() if isinstance(v, dict | list)}
@@ -310,3 +316,24 @@ def _read_head(path: Path) -> dict[str, Any]:
 def load_task_state(path: str | Path) -> TaskState:
     """Read a task's state (``<task_dir>/<prefix>_task.json`` and its log) without changing any file."""
     return TaskStateFiles(Path(path)).load()
+
+
+def _check_finite(field: str, values: dict[Any, Any]) -> None:
+    """Raise TaskDataError if a value holds NaN or infinity (JSON has neither: they would come back as None)."""
+
+    def finite(value: Any) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        if isinstance(value, dict):
+            return all(finite(v) for v in value.values())
+        if isinstance(value, list | tuple):
+            return all(finite(v) for v in value)
+        return True
+
+    for key, value in values.items():
+        if not finite(value):
+            raise TaskDataError(
+                f"The task state's {field}[{key!r}] holds NaN or infinity ({value!r}), which JSON cannot keep: it "
+                "would come back as None after a restart. Store None, a string or a finite number instead. Nothing "
+                "of this commit was written."
+            )

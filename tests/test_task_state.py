@@ -125,3 +125,20 @@ def test_version_1_files_are_upgraded_on_the_next_commit(tmp_path):
     commit(files, state, tmp_path)
     assert json.loads((tmp_path / "t_task.json").read_text())["version"] == 2
     assert reloaded(tmp_path)["committed_samples"] == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"scores": [0.5, float("-inf")]}])
+def test_nan_or_infinity_in_a_value_is_refused_before_anything_is_written(tmp_path, value):
+    """JSON has no NaN: written as null, it would come back as None after a restart."""
+    from gpt_batch_api.errors import TaskDataError
+
+    files = TaskStateFiles(tmp_path / "t_task.json")
+    state = TaskState(meta={"model": "m"})
+    state.succeeded_samples["ok"] = None  # a real null is fine
+    commit(files, state, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    state.succeeded_samples["s1"] = value
+    with pytest.raises(TaskDataError, match=r"succeeded_samples\['s1'\] holds NaN or infinity"):
+        commit(files, state, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert reloaded(tmp_path)["succeeded_samples"] == {"ok": None}
