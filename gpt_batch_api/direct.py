@@ -1,9 +1,11 @@
 """A continuous flow of concurrent direct API calls; every answer is journaled before anyone sees it.
 
-The calls run as asyncio tasks of one event loop in a background thread, through ``AsyncOpenAI`` over aiohttp
-(the SDK's ``aiohttp`` extra; its default httpx transport if that is missing). One thread juggling every socket
-costs well under half the CPU per call of a thread per call (which spent its time contending for the GIL and
-the connection pool's lock), and that CPU is the limit against a local server answering in milliseconds.
+The calls run as asyncio tasks of one event loop in a background thread, through a ``DirectTransport``
+(``direct_transports``: OpenAI over one aiohttp session, any ``AsyncOpenAI``-like client, or ``AsyncAnthropic``),
+which returns the status, headers and JSON body of each answer; what they mean is decided here, the same way
+for every provider. One thread juggling every socket costs well under half the CPU per call of a thread per
+call (which spent its time contending for the GIL and the connection pool's lock), and that CPU is the limit
+against a local server answering in milliseconds.
 
 The flow is not cut into rounds: the requester submits direct batches (its unit of processing) and the loop
 keeps ``concurrency`` calls in flight across them; a free slot takes the next unsent request at once, while
@@ -14,16 +16,17 @@ fsynced: the task never sees an answer that a power loss could take back. A SIGK
 flight at that instant.
 
 Retries live here, not in the SDK: each call is made with ``max_retries=0`` and retried by us on 408/409/
-429/5xx and connection errors with exponential backoff (honouring ``retry-after``), up to ``max_attempts``.
-A call that still fails becomes an error line (the requester then decides, per request, whether it is retried
-in a later batch). A connection failure counts as an attempt only if the server answered other calls
-meanwhile: during an outage nothing is an attempt, and an outage that outlasts ``max_attempts`` backoffs
-stops the run (the unanswered requests are sent by the next run). A rejected API key, ``insufficient_quota``
-and a 404 for the URL or the model (``error_kinds``) stop the run at once, after the answers in flight are
-recorded.
+429/5xx (Anthropic's 529 ``overloaded_error`` included) and connection errors with exponential backoff
+(honouring ``retry-after``), up to ``max_attempts``. A call that still fails becomes an error line (the
+requester then decides, per request, whether it is retried in a later batch). A connection failure counts as
+an attempt only if the server answered other calls meanwhile: during an outage nothing is an attempt, and an
+outage that outlasts ``max_attempts`` backoffs stops the run (the unanswered requests are sent by the next
+run). A rejected API key, ``insufficient_quota`` and a 404 for the URL or the model (``error_kinds``) stop the
+run at once, after the answers in flight are recorded.
 
-Pacing (``ratelimit.RateLimitGate``): from the ``x-ratelimit-*`` headers when the server sends them; without
-them (local servers), the number of calls in flight backs off on 429/503 and recovers (AIMD).
+Pacing (``ratelimit.RateLimitGate``): from the ``x-ratelimit-*`` (OpenAI) or ``anthropic-ratelimit-*`` headers
+when the server sends them; without them (local servers), the number of calls in flight backs off on
+429/503/529 and recovers (AIMD).
 """
 
 from __future__ import annotations
@@ -43,12 +46,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import openai
-
-from .backends.openai_errors import describe_connection_error, translate_api_error
-from .error_kinds import ErrorKind, advice, error_kind
-from .errors import AuthenticationError, ConfigError, QuotaExceededError, ServerRefusedError
-from .ratelimit import RateLimitGate
+from .direct_transports import (
+    Answer,
+    DirectTransport,
+    MalformedAnswer,
+    NoAnswer,
+    SDKTransport,
+    async_client_like,
+)
+from .error_kinds import ErrorKind, advice, error_fields, error_kind
+from .errors import APIError, AuthenticationError, QuotaExceededError, ServerRefusedError
+from .ratelimit import RateLimitGate, has_ratelimit_headers
+from .redact import redact
 from .store import fastjson
 from .store.atomic import DISK_ERRNOS, crash_point, disk_error
 
@@ -57,7 +66,7 @@ __all__ = ["STOP_AT_ONCE_S", "DirectExecutor", "DirectSummary", "async_client_li
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
-OVERLOAD_STATUS = frozenset({429, 503})  # a server without rate-limit headers saying it is saturated
+OVERLOAD_STATUS = frozenset({429, 503, 529})  # saturated, said without rate-limit headers (529: Anthropic's)
 ABORT_POLL_S = 0.05  # how often a call that is waiting (backoff, rate-limit pause) looks for a stop
 FSYNC_INTERVAL = 0.2  # journals are fsynced in groups at most this far apart (bounds what a power loss takes)
 STOP_AT_ONCE_S = 0.8  # after a second Ctrl+C, answers in flight are awaited this long, then abandoned
@@ -76,33 +85,6 @@ class _Fatal(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def async_client_like(client: Any) -> Any:
-    """An ``AsyncOpenAI`` with the settings of the sync ``openai.OpenAI`` ``client`` (key, organization,
-    project, base URL, timeout, custom headers and query), over aiohttp when the SDK's extra is installed."""
-    if type(client) is not openai.OpenAI:
-        raise ConfigError(
-            f"The direct API needs an async client, and one cannot be derived from a {type(client).__name__}: "
-            "pass make_async_client= too (e.g. lambda: openai.AsyncAzureOpenAI(...))."
-        )
-    kwargs: dict[str, Any] = {
-        "api_key": client.api_key,
-        "organization": client.organization,
-        "project": client.project,
-        "base_url": client.base_url,
-        "timeout": client.timeout,
-        "max_retries": 0,
-        "default_headers": getattr(client, "_custom_headers", None),
-        "default_query": getattr(client, "_custom_query", None),
-    }
-    aiohttp_client = getattr(openai, "DefaultAioHttpClient", None)
-    if aiohttp_client is not None:
-        try:
-            kwargs["http_client"] = aiohttp_client(timeout=client.timeout)
-        except RuntimeError:  # the SDK was installed without its aiohttp extra: its default transport
-            pass
-    return openai.AsyncOpenAI(**kwargs)
 
 
 class _Journal:
@@ -127,16 +109,16 @@ def _as_disk_error(path: Path, exc: OSError) -> BaseException:
 class DirectExecutor:
     """Keeps at most ``concurrency`` direct calls in flight over every submitted batch (see the module docstring).
 
-    ``make_client()`` returns the ``AsyncOpenAI``-like client; it is called once, on the executor's event loop
-    (aiohttp sessions belong to the loop that made them). One executor serves a whole session (its connections
-    stay open); ``close()`` it at the end, which waits for the answers in flight and closes the client.
-    The calling thread uses ``submit``, ``completed``, ``wait``, ``check`` and ``close``; the rest runs on the
-    loop.
+    ``make_transport()`` returns the ``DirectTransport`` (or an ``AsyncOpenAI``-like client, sent through the
+    SDK); it is called once, on the executor's event loop (aiohttp sessions belong to the loop that made them).
+    One executor serves a whole session (its connections stay open); ``close()`` it at the end, which waits for
+    the answers in flight and closes the transport. The calling thread uses ``submit``, ``completed``,
+    ``wait``, ``check`` and ``close``; the rest runs on the loop.
     """
 
     def __init__(
         self,
-        make_client: Callable[[], Any],
+        make_transport: Callable[[], DirectTransport | Any],
         *,
         concurrency: int = 16,
         stop_check: Callable[[], bool] | None = None,
@@ -144,7 +126,7 @@ class DirectExecutor:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
-        self.make_client = make_client
+        self.make_transport = make_transport
         self.concurrency = max(1, concurrency)
         self.stop_check = stop_check or (lambda: False)
         self.max_attempts = max(1, max_attempts)
@@ -167,7 +149,7 @@ class DirectExecutor:
         self._syncer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
+        self._transport: DirectTransport | None = None
 
     # ------------------------------------------------------------------ the event loop
 
@@ -179,17 +161,17 @@ class DirectExecutor:
         thread.start()
         self._loop, self._thread = loop, thread
         try:
-            self._client = asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
+            self._transport = asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
         except BaseException:
             self.close(grace=0)  # no half-started executor: the next run starts afresh
             raise
         return loop
 
-    async def _setup(self) -> Any:
+    async def _setup(self) -> DirectTransport:
         self._sync_wake = asyncio.Event()
         self._syncer = asyncio.get_running_loop().create_task(self._sync_journals())
-        client = self.make_client()
-        return client.with_options(max_retries=0) if hasattr(client, "with_options") else client
+        made = self.make_transport()
+        return made if isinstance(made, DirectTransport) else SDKTransport(made)
 
     # ------------------------------------------------------------------ the calling thread's side
 
@@ -228,7 +210,8 @@ class DirectExecutor:
         except OSError as exc:
             raise _as_disk_error(journal, exc) from None
         entry = _Journal(batch_id, journal, fd, len(pending))
-        path = endpoint.removeprefix("/v1")
+        assert self._transport is not None
+        path = self._transport.route(endpoint)
         loop.call_soon_threadsafe(self._accept, entry, [(entry, custom_id, path, body) for custom_id, body in pending])
 
     def completed(self) -> list[int]:
@@ -255,7 +238,7 @@ class DirectExecutor:
 
     def close(self, grace: float | None = None) -> None:
         """Stop sending; wait for the answers in flight (``grace`` seconds at most; None: as long as they take),
-        record and fsync them, then close the client and the loop. A Ctrl+C during the wait (the second one of
+        record and fsync them, then close the transport and the loop. A Ctrl+C during the wait (the second one of
         a run) shortens it to ``STOP_AT_ONCE_S``; a third abandons what is left at once."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
@@ -287,9 +270,9 @@ class DirectExecutor:
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread, *, quick: bool) -> None:
         self._loop = self._thread = None
-        client, self._client = self._client, None
+        transport, self._transport = self._transport, None
         try:
-            asyncio.run_coroutine_threadsafe(self._finish(client), loop).result(timeout=0.25 if quick else 5)
+            asyncio.run_coroutine_threadsafe(self._finish(transport), loop).result(timeout=0.25 if quick else 5)
         except Exception as exc:  # closing must not hide the run's outcome
             log.debug("Closing the direct API flow: %s", exc)
         loop.call_soon_threadsafe(loop.stop)
@@ -297,8 +280,8 @@ class DirectExecutor:
         if not thread.is_alive():
             loop.close()
 
-    async def _finish(self, client: Any) -> None:
-        """On the loop: abandon what is left, fsync and close every journal, close the client."""
+    async def _finish(self, transport: DirectTransport | None) -> None:
+        """On the loop: abandon what is left, fsync and close every journal, close the transport."""
         self._unsent.clear()
         for task in list(self._in_flight):
             task.cancel()
@@ -306,8 +289,8 @@ class DirectExecutor:
             self._syncer.cancel()
         for entry in list(self._journals.values()):
             self._close_journal(entry, sync=True)
-        if client is not None:
-            await client.close()
+        if transport is not None:
+            await transport.aclose()
 
     # ------------------------------------------------------------------ the loop's side
 
@@ -414,6 +397,8 @@ class DirectExecutor:
         return True
 
     async def _call(self, path: str, custom_id: str, body: Any) -> dict[str, Any] | None:
+        transport = self._transport
+        assert transport is not None
         attempt = 0  # attempts that count: the server answered, or answered other calls while this one failed
         outage = 0  # connection failures in a row while no call got an answer
         while True:
@@ -422,90 +407,96 @@ class DirectExecutor:
                 return None
             sent = time.monotonic()
             try:
-                response = await self._client.post(path, body=body, cast_to=_http_response_class())
-                self._last_answer = time.monotonic()
-                answer = fastjson.loads(response.content)
-                self.gate.observe(response.headers, answer.get("usage") if isinstance(answer, dict) else None)
-                self.gate.answered(self._last_answer - sent)
-                return _line(custom_id, 200, answer)
-            except openai.APIStatusError as exc:
-                self._last_answer = time.monotonic()
-                attempt, outage = attempt + 1, 0
-                headers = exc.response.headers
-                self.gate.observe(headers)
-                error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
-                if isinstance(error, AuthenticationError | QuotaExceededError):
-                    raise _Fatal(error) from None
-                kind = error_kind(exc.status_code, exc.body)
-                if kind in (ErrorKind.URL, ErrorKind.MODEL):  # every other call would get the same: stop now
-                    model = body.get("model") if isinstance(body.get("model"), str) else None
-                    why = advice(
-                        kind, exc.status_code, exc.body, path=path, base_url=str(self._client.base_url), model=model
-                    )
-                    raise _Fatal(
-                        ServerRefusedError(f"Stopped before marking any request failed: {why}.", exc.status_code)
-                    ) from None
-                status = exc.status_code
-                if status in OVERLOAD_STATUS and not _has_ratelimit_headers(headers):
-                    self.gate.overloaded(status)  # a local server saturated: fewer calls in flight
-                retryable = status in RETRYABLE_STATUS or status >= 500
-                if not retryable or attempt >= self.max_attempts:
-                    return _line(custom_id, status, exc.body if exc.body is not None else {"error": exc.message})
-                retry_after = _retry_after(exc.response)
-                if status == 429 and retry_after:
-                    self.gate.pause(retry_after, "HTTP 429 rate limit")  # the budget is shared by every call
-                delay = retry_after or self._backoff(attempt)
-            except openai.APIConnectionError as exc:  # no answer (a timeout is one of these)
+                answer = await transport.send(path, body)
+            except NoAnswer as exc:  # refused, dropped, timed out
                 if self._last_answer > sent:  # other calls got answers meanwhile: this one was slow or unlucky
                     attempt, outage = attempt + 1, 0
                     if attempt >= self.max_attempts:
-                        return _error_line(custom_id, *describe_connection_error(exc))
+                        return _error_line(custom_id, exc.code, exc.detail)
                 else:  # nothing got through: an outage, not this request's fault (no attempt used)
                     outage += 1
                     if outage >= self.max_attempts:
                         # Still unreachable after every backoff: stop without recording an answer (which would
                         # use up its retries); a rerun sends it again.
-                        error = translate_api_error(exc, f"direct call to {path}", str(self._client.base_url))
-                        raise _Fatal(error) from None
+                        raise _Fatal(_unreachable(transport, path, exc)) from None
                 delay = self._backoff(attempt + outage)
-            except ValueError as exc:  # a 200 whose JSON body was cut or empty (e.g. a proxy dropped it)
+            except MalformedAnswer as exc:  # a 200 whose JSON body was cut or empty (e.g. a proxy dropped it)
+                self._last_answer = time.monotonic()
                 attempt += 1
                 if attempt >= self.max_attempts:
                     return _error_line(custom_id, "malformed_response", f"the answer was not valid JSON: {exc}")
                 delay = self._backoff(attempt)
+            else:
+                self._last_answer = time.monotonic()
+                status, headers, answer_body = answer.status, answer.headers, answer.body
+                if 200 <= status < 300:
+                    self.gate.observe(headers, answer_body.get("usage") if isinstance(answer_body, dict) else None)
+                    self.gate.answered(self._last_answer - sent)
+                    return _line(custom_id, 200, answer_body)
+                attempt, outage = attempt + 1, 0
+                self.gate.observe(headers)
+                self._stop_if_fatal(transport, path, answer, body)
+                if status in OVERLOAD_STATUS and not has_ratelimit_headers(headers):
+                    self.gate.overloaded(status)  # a server saturated: fewer calls in flight
+                retryable = status in RETRYABLE_STATUS or status >= 500
+                if not retryable or attempt >= self.max_attempts:
+                    error_body = answer_body if answer_body is not None else {"error": f"HTTP {status}, empty body"}
+                    return _line(custom_id, status, error_body)
+                retry_after = _retry_after(headers)
+                if status == 429 and retry_after:
+                    self.gate.pause(retry_after, "HTTP 429 rate limit")  # the budget is shared by every call
+                delay = retry_after or self._backoff(attempt)
             self.summary.num_transport_retries += 1  # only the event loop's thread counts
             if await self._wait_unless_aborted(delay):
                 return None
+
+    def _stop_if_fatal(self, transport: DirectTransport, path: str, answer: Answer, body: Any) -> None:
+        """Raise ``_Fatal`` for an answer that every other call would get too: a rejected key, no credit, a
+        URL or a model the server does not know."""
+        kind = error_kind(answer.status, answer.body)
+        if kind not in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.URL, ErrorKind.MODEL):
+            return
+        status, what = answer.status, f"direct call to {path}"
+        _, _, message = error_fields(answer.body)
+        said = f"HTTP {status}: {message.strip()[:300]}" if message.strip() else f"HTTP {status}"
+        error: Exception
+        if kind == ErrorKind.AUTH:
+            error = AuthenticationError(
+                redact(f"{what}: the API key was rejected ({said}). Check {transport.key_hint}."), status
+            )
+        elif kind == ErrorKind.QUOTA:
+            error = QuotaExceededError(
+                redact(
+                    f"{what}: the account is out of credit ({said}). Add credit or raise the usage limit on the "
+                    f"{transport.provider} billing page (or the gateway's budget), then rerun the same command."
+                ),
+                status,
+            )
+        else:
+            model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+            why = advice(kind, status, answer.body, path=path, base_url=redact(transport.base_url), model=model)
+            error = ServerRefusedError(f"Stopped before marking any request failed: {why}.", status)
+        raise _Fatal(error)
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
 
-def _has_ratelimit_headers(headers: Any) -> bool:
-    try:
-        return (
-            headers.get("x-ratelimit-limit-requests") is not None or headers.get("x-ratelimit-limit-tokens") is not None
+def _unreachable(transport: DirectTransport, path: str, exc: NoAnswer) -> APIError:
+    return APIError(
+        redact(
+            f"direct call to {path}: cannot reach the API server at {transport.base_url} ({exc.detail}). Check the "
+            "network or --client_base_url, then rerun the same command (nothing is lost)."
         )
-    except AttributeError:
-        return False
+    )
 
 
-@functools.cache
-def _http_response_class() -> type:
-    """The SDK's HTTP response class (httpx2 in openai 3, httpx before): as ``cast_to``, the SDK returns the
-    response itself, so the rate-limit headers can be read and the body parsed with orjson."""
-    from openai import _base_client
-
-    module = getattr(_base_client, "httpx2", None) or _base_client.httpx  # type: ignore[attr-defined]
-    return module.Response  # type: ignore[no-any-return]
-
-
-def _retry_after(response: Any) -> float | None:
+def _retry_after(headers: Any) -> float | None:
     try:
-        value = response.headers.get("retry-after-ms")
+        value = headers.get("retry-after-ms")
         if value is not None:
             return float(value) / 1000
-        value = response.headers.get("retry-after")
+        value = headers.get("retry-after")
         return float(value) if value is not None else None
     except (AttributeError, TypeError, ValueError):
         return None

@@ -81,7 +81,7 @@ class DirectBatchesMixin(RequesterBase):
         """The executor of this session's direct batches (made on first use; its connections stay open)."""
         if self._executor is None:
             self._executor = DirectExecutor(
-                self.async_client_factory(),
+                self.direct_transport_factory(),
                 concurrency=self.opts.direct_concurrency,
                 stop_check=lambda: self.stop_check(),
             )

@@ -34,6 +34,7 @@ STOPS_RUN = frozenset({ErrorKind.QUOTA, ErrorKind.AUTH, ErrorKind.URL, ErrorKind
 _QUOTA = re.compile(
     r"insufficient_quota|exceeded your current quota|check your plan and billing|credit balance is too low", re.I
 )  # the last: Anthropic's words
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_error"})  # the last: Anthropic's 402 (payment)
 _AUTH_CODES = frozenset({"invalid_api_key", "no_db_connection", "authentication_error", "invalid_authentication"})
 _AUTH = re.compile(
     r"incorrect api key|invalid api key|authentication error|no api key|invalid proxy server token", re.I
@@ -62,7 +63,7 @@ def error_kind(status: int | None, body: Any) -> ErrorKind:
     """The kind of an error answer with HTTP ``status`` and ``body`` (see the module docstring)."""
     type_, code, message = error_fields(body)
     names = {str(type_ or "").lower(), str(code or "").lower()}
-    if "insufficient_quota" in names or _QUOTA.search(message):
+    if names & _QUOTA_CODES or _QUOTA.search(message):
         return ErrorKind.QUOTA
     if status in (401, 403) or names & _AUTH_CODES or _AUTH.search(message):
         return ErrorKind.AUTH

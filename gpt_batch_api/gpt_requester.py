@@ -34,6 +34,7 @@ from .backends import BatchBackend, create_backend
 from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
+from .direct_transports import DirectTransport, direct_transport_factory
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
@@ -360,6 +361,22 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             return self._make_async_client
         client = self.client  # validates the key and options first, with the clear errors above
         return lambda: async_client_like(client)
+
+    def direct_transport_factory(self) -> Callable[[], DirectTransport]:
+        """Makes the transport of direct calls, on the direct executor's event loop: ``make_async_client``'s
+        client through the SDK if given, else the sync client's settings posted with aiohttp (OpenAI), or an
+        ``AsyncAnthropic`` with the Anthropic key and base URL (``provider="anthropic"``); see
+        ``direct_transports``."""
+        if self.opts.provider == "anthropic":
+            return direct_transport_factory(
+                "anthropic",
+                make_async_client=self._make_async_client,
+                api_key=self.anthropic_api_key(),
+                base_url=self._anthropic_base_url(),
+            )
+        if self._make_async_client is not None:
+            return direct_transport_factory("openai", make_async_client=self._make_async_client)
+        return direct_transport_factory("openai", self.client)  # validates the key and options first
 
     # ------------------------------------------------------------------ commit point
 

@@ -1,10 +1,12 @@
-"""Client-side pacing of direct API calls: OpenAI's ``x-ratelimit-*`` headers, ``retry-after``, and AIMD.
+"""Client-side pacing of direct API calls: rate-limit headers, ``retry-after``, and AIMD.
 
 Every answer says how many requests and tokens are left in the current minute's budget and how fast it
 refills (``limit`` per 60 s). When what is left would not cover the calls that may be in flight at once
 (``concurrency`` requests, of about the tokens answers have used so far), new calls wait until the budget
 has refilled that far, instead of sending a burst that comes back as 429s. A 429 pauses every worker for
-its ``retry-after``, since the budget is shared.
+its ``retry-after``, since the budget is shared. OpenAI names them ``x-ratelimit-{remaining,limit,reset}-
+{requests,tokens}`` (resets as ``6m0s``); Anthropic ``anthropic-ratelimit-{requests,tokens}-{remaining,limit,
+reset}`` (resets as RFC 3339 times), with tokens counted as input plus output.
 
 A server without those headers (vLLM, llama.cpp, Ollama, most gateways) says it is saturated only by answering
 429 or 503. Then the number of calls in flight is halved (at most once per round trip, since the calls already
@@ -14,6 +16,7 @@ decrease, as TCP does), up to ``--direct_concurrency``.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import threading
@@ -21,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RateLimitGate", "parse_duration"]
+__all__ = ["RateLimitGate", "has_ratelimit_headers", "parse_duration"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,35 @@ def parse_duration(text: str | None) -> float | None:
     if not parts or "".join(number + unit for number, unit in parts) != text.strip():
         return None
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def _seconds_until(stamp: str | None) -> float | None:
+    """Seconds from now until an RFC 3339 time (Anthropic's resets); None if unreadable."""
+    if not stamp:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+def has_ratelimit_headers(headers: Mapping[str, str] | None) -> bool:
+    """Whether an answer carries a provider's rate-limit headers (OpenAI's or Anthropic's)."""
+    try:
+        return any(headers.get(name) is not None for name in _LIMIT_NAMES)  # type: ignore[union-attr]
+    except AttributeError:
+        return False
+
+
+_LIMIT_NAMES = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-tokens-limit",
+)
 
 
 def _number(headers: Mapping[str, str], name: str) -> float | None:
@@ -111,6 +143,9 @@ class RateLimitGate:
         """Read the rate-limit headers (and the answer's token usage) and pause if the budget runs short."""
         if usage:
             tokens = usage.get("total_tokens")
+            if tokens is None:  # Anthropic: input and output counted apart
+                tokens = _number(usage, "input_tokens") or 0.0
+                tokens += _number(usage, "output_tokens") or 0.0
             if isinstance(tokens, int | float) and tokens > 0:
                 with self._lock:
                     previous = self._avg_tokens
@@ -120,10 +155,16 @@ class RateLimitGate:
         need_tokens = self.concurrency * (self._avg_tokens or 0.0)
         for kind, need in (("requests", float(self.concurrency)), ("tokens", need_tokens)):
             remaining = _number(headers, f"x-ratelimit-remaining-{kind}")
-            limit = _number(headers, f"x-ratelimit-limit-{kind}")
+            if remaining is not None:
+                limit = _number(headers, f"x-ratelimit-limit-{kind}")
+            else:
+                remaining = _number(headers, f"anthropic-ratelimit-{kind}-remaining")
+                limit = _number(headers, f"anthropic-ratelimit-{kind}-limit")
             if remaining is None or not limit or need <= 0 or remaining >= need:
                 continue
             refill = (need - remaining) * 60.0 / limit  # the budget refills continuously, limit per minute
             reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            if reset is None:
+                reset = _seconds_until(headers.get(f"anthropic-ratelimit-{kind}-reset"))
             seconds = min(refill, reset) if reset is not None else refill
             self.pause(seconds, f"{int(remaining)} {kind} left of {int(limit)} per minute")

@@ -121,6 +121,21 @@ LITELLM_NO_DB = {"error": {"message": "No connected db.", "type": "no_db_connect
         (404, {"detail": "Not Found"}, ErrorKind.URL),
         (400, {"error": {"message": "This model's maximum context length is 8192 tokens."}}, ErrorKind.REQUEST),
         (503, {"error": {"message": "overloaded"}}, ErrorKind.SERVER),
+        # Anthropic's error bodies: {"type": "error", "error": {"type", "message"}}
+        (529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, ErrorKind.SERVER),
+        (500, {"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}, ErrorKind.SERVER),
+        (429, {"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request tokens has "
+                                          "exceeded your per-minute rate limit"}}, ErrorKind.RATE_LIMIT),
+        (401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}},
+         ErrorKind.AUTH),
+        (403, {"type": "error", "error": {"type": "permission_error", "message": "no access"}}, ErrorKind.AUTH),
+        (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "Your credit balance is too "
+                                          "low to access the Anthropic API."}}, ErrorKind.QUOTA),
+        (402, {"type": "error", "error": {"type": "billing_error", "message": "payment failed"}}, ErrorKind.QUOTA),
+        (404, {"type": "error", "error": {"type": "not_found_error", "message": "model: claude-x"}}, ErrorKind.MODEL),
+        (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}},
+         ErrorKind.REQUEST),
+        (413, {"type": "error", "error": {"type": "request_too_large", "message": "too large"}}, ErrorKind.REQUEST),
     ],
 )  # fmt: skip
 def test_error_kind_reads_everything_the_answer_says(status, body, kind):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 
 import pytest
 
-from gpt_batch_api.ratelimit import RateLimitGate, parse_duration
+from gpt_batch_api.ratelimit import RateLimitGate, has_ratelimit_headers, parse_duration
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
 from .support.helpers import assert_complete
@@ -33,6 +34,25 @@ def test_the_gate_waits_until_the_budget_covers_the_calls_in_flight():
     tokens = RateLimitGate(concurrency=4)
     tokens.observe({"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "1000"}, {"total_tokens": 500})
     assert tokens.delay() == pytest.approx((4 * 500 - 1000) * 60 / 60000, abs=0.05)
+
+
+def test_the_gate_reads_anthropics_rate_limit_headers_and_usage():
+    soon = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    gate = RateLimitGate(concurrency=8)
+    headers = {"anthropic-ratelimit-requests-limit": "600", "anthropic-ratelimit-requests-remaining": "2"}
+    gate.observe({**headers, "anthropic-ratelimit-requests-reset": soon})
+    assert gate.delay() == pytest.approx(6 * 60 / 600, abs=0.05)  # the refill, sooner than the reset
+    reset_first = RateLimitGate(concurrency=8)
+    now = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=0.3)
+    reset_first.observe({**headers, "anthropic-ratelimit-requests-reset": now.isoformat()})
+    assert 0 < reset_first.delay() <= 0.35  # the bucket is full again at the reset time
+    tokens = RateLimitGate(concurrency=4)
+    tokens.observe(
+        {"anthropic-ratelimit-tokens-limit": "60000", "anthropic-ratelimit-tokens-remaining": "1000"},
+        {"input_tokens": 300, "output_tokens": 200},  # Anthropic's usage: no total_tokens
+    )
+    assert tokens.delay() == pytest.approx((4 * 500 - 1000) * 60 / 60000, abs=0.05)
+    assert has_ratelimit_headers(headers) and not has_ratelimit_headers({"retry-after": "1"})
 
 
 def run_counting_429s(tmp_path, *, paced: bool, monkeypatch) -> int:
