@@ -305,3 +305,19 @@ def test_anthropic_account_errors_are_named_with_their_fix(tmp_path):
         sim.config.insufficient_quota = False  # the advised fix (credit added): the same call now works
         assert right.submit(batch_file, BatchTag("k" * 32, 1), 1).total == 1
     assert sim.anthropic.batches.all() and len(sim.anthropic.batches.all()) == 1
+
+
+def test_openai_an_upload_gone_before_the_create_is_uploaded_again(tmp_path):
+    """A server that restarted without its files (or a file deleted meanwhile) refuses the create of an
+    upload committed by an earlier run: the backend uploads again, once, and makes one batch."""
+    providers = _openai()  # kept referenced: closing the generator stops its simulator
+    provider = next(providers)
+    backend = provider.backend
+    tag = BatchTag("k" * 32, 1)
+    path = _batch_file(tmp_path, backend, 1, 3)
+    handles = backend.prepare(path, tag)
+    backend.client.files.delete(handles["input_file_id"])
+    remote = backend.submit(path, tag, 3, handles)
+    assert remote.handles["input_file_id"] != handles["input_file_id"]
+    assert provider.count_batches() == 1
+    providers.close()

@@ -197,3 +197,27 @@ def test_stop_monitor_flags_first_signal_and_interrupts_on_second():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
+
+
+def test_a_stop_that_library_code_turns_into_another_error_is_still_a_stop():
+    """A Ctrl+C inside an interruptible call may be raised inside library code that wraps it (pydantic turns
+    it into a SchemaError while building a model lazily): it must still end the run as a stop (exit 130)."""
+    import signal as signal_module
+
+    from gpt_batch_api.errors import StopRequested
+    from gpt_batch_api.store.signals import StopMonitor
+
+    class WrappedError(Exception):
+        pass
+
+    with StopMonitor() as monitor:
+        with pytest.raises(StopRequested):
+            with monitor.interruptible():
+                try:
+                    signal_module.raise_signal(signal_module.SIGINT)
+                except StopRequested as exc:
+                    raise WrappedError("wrapped by a library") from exc
+        with pytest.raises(ValueError):  # other errors of an interruptible call stay what they are
+            monitor.stop_requested = False
+            with monitor.interruptible():
+                raise ValueError("not a stop")

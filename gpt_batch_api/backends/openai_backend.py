@@ -147,11 +147,22 @@ class OpenAIBatchBackend:
     ) -> RemoteBatch:
         if not handles or "input_file_id" not in handles:
             handles = self.prepare(batch_file, tag)
+        try:
+            return self._create(tag, handles["input_file_id"])
+        except APIError as exc:
+            # The upload of an earlier run is gone (a server that restarted without its files, or a file
+            # deleted meanwhile): the create was refused, so no batch exists; upload again, once.
+            if exc.status_code not in (400, 404) or "input_file_id" not in str(exc):
+                raise
+            log.warning("Batch %d: its uploaded file is gone (%s); uploading it again", tag.batch_id, exc)
+            return self._create(tag, self.prepare(batch_file, tag)["input_file_id"])
+
+    def _create(self, tag: BatchTag, input_file_id: str) -> RemoteBatch:
         client = self.client.with_options(max_retries=0)  # an SDK retry could create a second batch
         batch = self._call(
             f"create batch {tag.batch_id}",
             lambda: client.batches.create(
-                input_file_id=handles["input_file_id"],
+                input_file_id=input_file_id,
                 endpoint=self.endpoint,  # type: ignore[arg-type]
                 completion_window="24h",
                 metadata=self._metadata(tag),

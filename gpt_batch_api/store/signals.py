@@ -67,6 +67,12 @@ class StopMonitor:
         self._interruptible += 1
         try:
             yield
+        except StopRequested:
+            raise
+        except Exception as exc:
+            if self.stop_requested:  # the StopRequested raised inside was turned into another error by library
+                raise StopRequested("stop requested by a signal") from exc  # code (e.g. pydantic: SchemaError)
+            raise
         finally:
             self._interruptible -= 1
 
