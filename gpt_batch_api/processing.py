@@ -36,6 +36,8 @@ __all__ = ["ProcessingMixin"]
 
 log = logging.getLogger(__name__)
 
+MIN_PASS_SAMPLE = 10  # a batch of fewer requests neither passes nor fails the --max_pass_failures count
+
 HISTORY_LENGTH = 50
 
 
@@ -368,7 +370,12 @@ class ProcessingMixin(RequesterBase):
             or (stats.pass_ratio >= self.opts.min_pass_ratio and (stats.num_success + stats.num_warnings) > 0)
             or stats.num_expired == stats.num_requests
         )
-        self.S.num_pass_failures = 0 if passed else self.S.num_pass_failures + 1
+        if passed:
+            self.S.num_pass_failures = 0
+        elif stats.num_requests >= MIN_PASS_SAMPLE:
+            self.S.num_pass_failures += 1
+        # else: a few requests (e.g. the small direct batches at the end of a run) say too little about the
+        # requests as a whole to stop the run; their failures are retried or counted like any other.
         self.S.history = [*self.S.history, self._history_entry(batch, result)][-HISTORY_LENGTH:]
         self.S.batches = [b for b in self.S.batches if b.id != batch.id]
         self._pending_deletes.extend(p for p in self.layout.batch_files(batch.id) if p.exists())

@@ -299,6 +299,9 @@ def test_batch_timestamps_stay_consistent_while_polled(recorded, fault):
     sim, client, _ = recorded
     if fault != "none":
         setattr(sim.config, fault, 1)
+    # Long enough that a poll sees the batch running even when polls are slow (a loaded machine): the
+    # timestamp checks below mean something only if a running status was seen.
+    sim.config.in_progress_s = 1.0
     data = "".join(
         json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
                     "body": REQUESTS["/v1/chat/completions"]}) + "\n" for i in range(5)
