@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BatchBackend, create_backend
+from .budget import Budget, SessionUsage
 from .costs import TokenCoster
-from .direct import DirectExecutor, async_client_like
-from .direct_batches import DirectBatchesMixin
+from .direct import async_client_like
+from .direct_batches import DirectRunner
 from .direct_transports import DirectTransport, direct_transport_factory
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
@@ -46,6 +47,7 @@ from .remote import RemoteMixin
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
+from .results import BatchResult
 from .store import fastjson
 from .store.atomic import cleanup_temp_files, crash_point, fsync_dir, raise_as_disk_error
 from .store.jsonl import JsonlAppender, corrupt_line_error, read_raw_lines, recover_jsonl
@@ -114,7 +116,7 @@ def create_task_dir(task_dir: Path) -> None:
     ) from None
 
 
-class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
+class GPTRequester(RemoteMixin, ProcessingMixin):
     """The request engine for one task (``working_dir`` + ``name_prefix``). Use it as a context manager."""
 
     def __init__(
@@ -146,13 +148,10 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self._client = client
         self._make_async_client = make_async_client
         self._backend: BatchBackend | None = None
-        self._executor: DirectExecutor | None = None  # direct batches' calls (made on first use)
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
         self.S = RequesterState(endpoint=self.endpoint.path)
-        self.session = Amounts()  # pushed (remote or direct) during this session
-        self.session_processed_failed = 0  # failed batches force-processed this session
-        self.session_direct_processed = 0  # direct batches processed this session (its answers were usable)
+        self.usage = SessionUsage()
         self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
@@ -168,6 +167,22 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self._poll_failures: dict[int, tuple[int, float]] = {}
         self._unknown_statuses: dict[int, tuple[str, float]] = {}
         self.entered = False
+        # The parts (each gets its inputs here; the requester state is read through a getter: loading replaces it)
+        self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
+        self.direct_runner = DirectRunner(
+            opts=self.opts,
+            layout=self.layout,
+            endpoint_path=self.endpoint.path,
+            state=lambda: self.S,
+            budget=self.budget,
+            usage=self.usage,
+            events=self.events,
+            transport_factory=self.direct_transport_factory,
+            process_batch=self.process_batch,
+            commit=self.commit,
+            stop_check=lambda: self.stop_check(),  # the TaskManager sets stop_check after construction
+            dryrun=self.dryrun,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,7 +224,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         """Release the task (``error``: what ends the run, e.g. a second Ctrl+C, which shortens the wait for the
         direct calls in flight)."""
         try:
-            self.close_direct_executor(error)
+            self.direct_runner.close(error)
         finally:  # a Ctrl+C while the answers in flight are awaited still releases the task
             if self._queue is not None:
                 self._queue.close()
@@ -570,7 +585,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         made = 0
         while self.S.queue.num_requests > 0:
             reserved = self._unstarted_direct()
-            if self.S.batches_in(BatchStatus.DIRECT) and self.direct_backlog() >= self.direct_lookahead:
+            if self.S.batches_in(BatchStatus.DIRECT) and self.direct_runner.backlog() >= self.direct_runner.lookahead:
                 break  # the direct flow has enough unsent requests: cut more when it has sent them
             direct = self.opts.force_direct
             if not direct and len(self.S.batches_in(BatchStatus.LOCAL)) >= self.limits.max_unpushed_batches:
@@ -622,7 +637,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         back whole (several batches started under it would stay started, each refused in a rerun of its own).
         None: no split."""
         cap = self.limits.direct.requests
-        if not self.session_direct_processed or (cap is not None and self.S.queue.num_requests > cap):
+        if not self.usage.direct_processed or (cap is not None and self.S.queue.num_requests > cap):
             return None
         return max(2, self.opts.direct_concurrency // TAIL_BATCHES_PER_CONCURRENCY)
 
@@ -745,7 +760,31 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         """Forget all pending requests and batches (remote ones are cancelled); committed by the caller."""
         _wipe_requests(self)
 
+    # ------------------------------------------------------------------ direct batches (see direct_batches.py)
+
+    @property
+    def direct_lookahead(self) -> int:
+        return self.direct_runner.lookahead
+
+    def direct_backlog(self) -> int:
+        return self.direct_runner.backlog()
+
+    @property
+    def direct_busy(self) -> bool:
+        return self.direct_runner.busy
+
+    def run_direct_batches(self, handler: Callable[[BatchResult], None]) -> int:
+        return self.direct_runner.run(handler)
+
+    def wait_direct(self, timeout: float) -> None:
+        self.direct_runner.wait(timeout)
+
     # ------------------------------------------------------------------ status
+
+    @property
+    def last_block_reason(self) -> str | None:
+        """The limit that last kept requests from being sent, or None."""
+        return self.budget.last_block_reason
 
     @property
     def num_unfinished_batches(self) -> int:
@@ -774,9 +813,9 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
             "Batch/remote_failed": sum(b.remote.failed for b in remote),
             "Batch/remote_ktokens": sum(b.tokens_input for b in remote) / 1000,
             "Batch/remote_cost": sum(b.cost for b in remote),
-            "Session/pushed_requests": self.session.requests,
-            "Session/pushed_ktokens": self.session.tokens / 1000,
-            "Session/pushed_cost": self.session.cost,
+            "Session/pushed_requests": self.usage.pushed.requests,
+            "Session/pushed_ktokens": self.usage.pushed.tokens / 1000,
+            "Session/pushed_cost": self.usage.pushed.cost,
             "Task/pushed_requests": totals.pushed_requests,
             "Task/pushed_ktokens": totals.pushed_tokens / 1000,
             "Task/pushed_cost": totals.pushed_cost,

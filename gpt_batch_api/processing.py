@@ -133,8 +133,8 @@ class ProcessingMixin(RequesterBase):
 
     def _may_process_failed(self, batch: BatchState) -> bool:
         allowed = self.opts.process_failed_batches
-        if allowed < 0 or self.session_processed_failed < allowed:
-            self.session_processed_failed += 1
+        if allowed < 0 or self.usage.processed_failed < allowed:
+            self.usage.processed_failed += 1
             return True
         return False
 

@@ -19,14 +19,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .backends.base import BatchTag, CandidatesUnresolved, ForeignResults, RemoteBatch, RemoteStatus
+from .batch_files import check_batch_file
 from .errors import (
     APIError,
     AuthenticationError,
     BatchAPIUnavailableError,
     QuotaExceededError,
-    TaskFileError,
 )
-from .events import BATCH_FINISHED, BATCH_PUSHED, LIMIT_REACHED, REMOTE_PROGRESS
+from .events import BATCH_FINISHED, BATCH_PUSHED, REMOTE_PROGRESS
 from .limits import Amounts
 from .requester_base import RequesterBase
 from .requester_state import BatchState, BatchStatus, RemoteInfo
@@ -99,7 +99,6 @@ def remote_view(info: RemoteInfo) -> RemoteBatch:
 class RemoteMixin(RequesterBase):
     """Push, poll and download for GPTRequester (see the module docstring)."""
 
-    _last_block_reason: str | None = None
     _poll_failures: dict[int, tuple[int, float]]  # batch id -> (failed polls in a row, monotonic time of the first)
     _unknown_statuses: dict[int, tuple[str, float]]  # batch id -> (unknown status, monotonic time first seen)
 
@@ -130,18 +129,7 @@ class RemoteMixin(RequesterBase):
         return self.spend_blocker(this, remote=on_remote)
 
     def spend_blocker(self, this: Amounts, *, remote: Amounts | None = None) -> str | None:
-        """The option (remote, session or task limit) that spending ``this`` would exceed, or None."""
-        ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
-        totals = self.S.totals
-        task = Amounts(totals.pushed_requests, totals.pushed_tokens, totals.pushed_cost, 0)
-        checks = [(self.limits.session, self.session), (self.limits.task, task)]
-        if remote is not None:
-            checks.insert(0, (self.limits.remote, remote))
-        for limit, used in checks:
-            exceeded = limit.exceeded_by(used + this, ts, ms)
-            if exceeded:
-                return exceeded
-        return None
+        return self.budget.blocker(this, remote=remote)
 
     def blocking_limit(self) -> str | None:
         """The option that keeps the waiting work from being sent now (for a stop that must name it)."""
@@ -157,16 +145,12 @@ class RemoteMixin(RequesterBase):
         return None
 
     def note_blocked(self, reason: str | None) -> None:
-        if reason is not None and reason != self._last_block_reason:
-            message = f"Not sending more requests for now: {self.opts.option_text(reason)} reached"
-            log.info(message)
-            self.events.emit(LIMIT_REACHED, limit=reason, message=message)
-        self._last_block_reason = reason
+        self.budget.note_blocked(reason)
 
     def push_batches(self) -> int:
         """Push local batches while the remote, session and task limits allow; returns how many were pushed."""
         if self.opts.force_direct:
-            self._convert_local_to_direct()  # e.g. batches cut by an earlier run without --force_direct
+            self.direct_runner.convert_local_to_direct()  # e.g. batches cut by an earlier run without --force_direct
             return 0
         pushed = 0
         for batch in self.S.batches_in(BatchStatus.LOCAL):
@@ -183,29 +167,8 @@ class RemoteMixin(RequesterBase):
             pushed += 1
         return pushed
 
-    def _check_batch_file(self, batch: BatchState) -> None:
-        """Refuse to upload (and pay for) a local batch file that was damaged since it was written."""
-        path, info_path = self.layout.batch_input(batch.id), self.layout.batch_info(batch.id)
-        size = path.stat().st_size if path.exists() else -1
-        problem = None
-        if size != batch.size:
-            problem = f"{path} has {max(size, 0)} bytes but was written with {batch.size}"
-        else:  # C-speed counts: every line is one request of ours, and the info file lists each of them
-            data = path.read_bytes()
-            n = batch.num_requests
-            if not data.startswith(b'{"custom_id":"') or data.count(b'\n{"custom_id":"') != n - 1:
-                problem = f"{path} does not hold the {n} request lines it was written with"
-            elif not info_path.exists() or info_path.read_bytes().count(b"\n") != n:
-                problem, path = f"{info_path} does not list the {n} requests of batch {batch.id}", info_path
-        if problem is not None:
-            raise TaskFileError(
-                f"{problem}: it was changed outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop "
-                "the pending batches with --wipe_requests (answered samples are kept).",
-                str(path),
-            )
-
     def _push(self, batch: BatchState) -> None:
-        self._check_batch_file(batch)
+        check_batch_file(self.layout, batch)
         batch.status = BatchStatus.PUSHING
         batch.push_started_at = time.time()
         self.commit()
@@ -259,12 +222,7 @@ class RemoteMixin(RequesterBase):
     def _adopt(self, batch: BatchState, remote: RemoteBatch) -> None:
         batch.status = BatchStatus.REMOTE
         batch.remote = remote_info(remote, batch.remote.handles)
-        totals = self.S.totals
-        totals.pushed_requests += batch.num_requests
-        totals.pushed_tokens += batch.tokens_input
-        totals.pushed_cost += batch.cost
-        totals.pushed_batches += 1
-        self.session.add(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
+        self.budget.charge(batch)
 
     def resolve_pushing(self) -> None:
         """Settle the batches whose push was cut short (a crash, or candidates the backend could not tell
@@ -515,15 +473,7 @@ class RemoteMixin(RequesterBase):
         if info.backend and not keep_remote and info.certain:
             self.S.remote_cleanup.append(info)
         if batch.push_started_at is not None or batch.status != BatchStatus.DIRECT:
-            totals = self.S.totals
-            totals.pushed_requests -= batch.num_requests
-            totals.pushed_tokens -= batch.tokens_input
-            totals.pushed_cost -= batch.cost
-            if batch.status == BatchStatus.DIRECT:
-                totals.direct_batches -= 1
-            else:
-                totals.pushed_batches -= 1
-            self.session.add(-batch.num_requests, -batch.tokens_input, -batch.cost, -batch.size)
+            self.budget.refund(batch)
         if batch.status != BatchStatus.DIRECT:
             batch.status = BatchStatus.LOCAL
         batch.push_started_at = None

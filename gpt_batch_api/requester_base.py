@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .backends import BatchBackend
+    from .budget import Budget, SessionUsage
     from .costs import TokenCoster
-    from .direct import DirectExecutor
+    from .direct_batches import DirectRunner
     from .endpoints import Endpoint
     from .events import EventBus
     from .limits import Amounts, Limits
@@ -40,28 +41,20 @@ class RequesterBase:
         estimator: TokenEstimator
         events: EventBus
         dryrun: bool
-        session: Amounts
-        session_processed_failed: int
-        session_direct_processed: int
+        usage: SessionUsage
+        budget: Budget
+        direct_runner: DirectRunner
         congested_since: float | None
         congestion_tokens: int | None
         stop_check: Callable[[], bool]
         interruptible: Callable[[], AbstractContextManager[Any]]
         _queue: JsonlAppender | None
         _pending_deletes: list[Path]
-        _last_block_reason: str | None
-        _executor: DirectExecutor | None
 
         @property
         def client(self) -> Any: ...
 
-        def async_client_factory(self) -> Callable[[], Any]: ...
-
-        def direct_transport_factory(self) -> Callable[[], Any]: ...
-
         def commit(self, *, with_task: bool = False) -> None: ...
-
-        def _check_batch_file(self, batch: BatchState) -> None: ...
 
         def queue_line(
             self,
@@ -94,5 +87,3 @@ class RequesterBase:
         def api_base_url(self) -> str: ...
 
         def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult: ...
-
-        def _convert_local_to_direct(self) -> None: ...

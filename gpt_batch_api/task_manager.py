@@ -421,7 +421,7 @@ class TaskManager(Generic[OutputT]):
                 stop.check()
             log.warning(
                 "Cannot make progress: %s reached. Raise that limit (or wait for remote batches), then rerun.",
-                gr.opts.option_text(gr._last_block_reason or gr.blocking_limit() or "a limit"),
+                gr.opts.option_text(gr.last_block_reason or gr.blocking_limit() or "a limit"),
             )
             return False
 
