@@ -40,7 +40,7 @@ from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .limits import Amounts, Limit
-from .processing import ProcessingMixin
+from .processing import BatchProcessor
 from .queue_records import parse_queue_record, queue_record_bytes
 from .redact import redact
 from .remote import RemoteMixin
@@ -116,7 +116,7 @@ def create_task_dir(task_dir: Path) -> None:
     ) from None
 
 
-class GPTRequester(RemoteMixin, ProcessingMixin):
+class GPTRequester(RemoteMixin):
     """The request engine for one task (``working_dir`` + ``name_prefix``). Use it as a context manager."""
 
     def __init__(
@@ -169,6 +169,22 @@ class GPTRequester(RemoteMixin, ProcessingMixin):
         self.entered = False
         # The parts (each gets its inputs here; the requester state is read through a getter: loading replaces it)
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
+        self.processor = BatchProcessor(
+            opts=self.opts,
+            layout=self.layout,
+            endpoint=self.endpoint,
+            coster=self.coster,
+            estimator=self.estimator,
+            events=self.events,
+            state=lambda: self.S,
+            usage=self.usage,
+            enqueue=self._enqueue,
+            delete_on_commit=self._pending_deletes.extend,
+            commit=self.commit,
+            unpush=self.unpush,
+            cleanup_remote=self.cleanup_remote,
+            api_base_url=lambda: self.api_base_url,
+        )
         self.direct_runner = DirectRunner(
             opts=self.opts,
             layout=self.layout,
@@ -178,7 +194,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin):
             usage=self.usage,
             events=self.events,
             transport_factory=self.direct_transport_factory,
-            process_batch=self.process_batch,
+            process_batch=self.processor.process_batch,
             commit=self.commit,
             stop_check=lambda: self.stop_check(),  # the TaskManager sets stop_check after construction
             dryrun=self.dryrun,
@@ -414,7 +430,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin):
             txn.write_json(self.layout.requester_state, self.S.to_json())
             for path in self._pending_deletes:
                 txn.delete(path)
-        self._pending_deletes = []
+        self._pending_deletes.clear()  # the list the parts add to (delete_on_commit)
         if rotate:
             self._queue.close()
             self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
@@ -504,6 +520,11 @@ class GPTRequester(RemoteMixin, ProcessingMixin):
             "meta": meta,
         }
         return queue_record_bytes(head, line)
+
+    def _enqueue(self, line: bytes, **fields: Any) -> None:
+        """Append one request (a retry) to the queue, committed with the caller's next commit."""
+        assert self._queue is not None
+        self._queue.append_raw(self.queue_line(line, **fields))
 
     def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
         records = []
@@ -759,6 +780,12 @@ class GPTRequester(RemoteMixin, ProcessingMixin):
     def wipe_requests(self) -> None:
         """Forget all pending requests and batches (remote ones are cancelled); committed by the caller."""
         _wipe_requests(self)
+
+    # ------------------------------------------------------------------ processing (see processing.py)
+
+    def process_batches(self, handler: Callable[[BatchResult], None]) -> int:
+        """Process every finished remote batch through ``handler``; returns how many were processed."""
+        return self.processor.process_batches(handler)
 
     # ------------------------------------------------------------------ direct batches (see direct_batches.py)
 

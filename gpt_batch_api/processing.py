@@ -12,27 +12,31 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
+from .budget import SessionUsage
 from .classify import classify, same_refusal
-from .costs import usage_tokens
+from .costs import TokenCoster, usage_tokens
+from .endpoints import Endpoint
 from .error_kinds import ErrorKind, advice
 from .errors import ProcessingError, ServerRefusedError, TaskFileError
-from .events import BATCH_PROCESSED
+from .events import BATCH_PROCESSED, EventBus
 from .gc_control import gc_paused
 from .logs import LogSummarizer
 from .request import GPTRequestInfo, GPTRequestItem, StoredGPTRequest, custom_id_for
-from .requester_base import RequesterBase
-from .requester_state import BatchState, BatchStatus
+from .requester_options import RequesterOptions
+from .requester_state import BatchState, BatchStatus, RequesterState
 from .result_bodies import ResultBodies
 from .results import BatchResult, ErrorInfo, ResultInfo, ResultStats
 from .store import fastjson
 from .store.atomic import crash_point
 from .store.jsonl import WIPE_REQUESTS_FIX, corrupt_line_error, read_jsonl, read_raw_lines
+from .store.layout import TaskLayout
+from .tokens import TokenEstimator
 
-__all__ = ["ProcessingMixin"]
+__all__ = ["BatchProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +86,50 @@ def _count_kinds(stats: ResultStats, infos: Any) -> None:
             stats.num_retryable += 1
 
 
-class ProcessingMixin(RequesterBase):
-    """Collect and finalise finished batches for GPTRequester (see the module docstring)."""
+class Committer(Protocol):
+    def __call__(self, *, with_task: bool = False) -> None: ...
+
+
+class BatchProcessor:
+    """Collect and finalise the finished batches of one task (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        opts: RequesterOptions,
+        layout: TaskLayout,
+        endpoint: Endpoint,
+        coster: TokenCoster,
+        estimator: TokenEstimator,
+        events: EventBus,
+        state: Callable[[], RequesterState],
+        usage: SessionUsage,
+        enqueue: Callable[..., None],
+        delete_on_commit: Callable[[Iterable[Path]], None],
+        commit: Committer,
+        unpush: Callable[[BatchState], None],
+        cleanup_remote: Callable[[], None],
+        api_base_url: Callable[[], str],
+    ) -> None:
+        self._opts = opts
+        self._layout = layout
+        self._endpoint = endpoint
+        self._coster = coster
+        self._estimator = estimator
+        self._events = events
+        self._state = state  # the requester state is replaced when it is loaded: read it through this
+        self._usage = usage
+        self._enqueue = enqueue  # appends one request to the queue (committed with the processed batch)
+        self._delete_on_commit = delete_on_commit
+        self._commit = commit
+        self._unpush = unpush  # gives a batch back as never sent (the remote side, the budget)
+        self._cleanup_remote = cleanup_remote
+        self._api_base_url = api_base_url  # for advice; made only when a refusal needs it
 
     def process_batches(self, handler: Callable[[BatchResult], None]) -> int:
         """Process every finished remote batch through ``handler``; returns how many were processed."""
         processed = 0
-        for batch in self.S.batches_in(BatchStatus.FINISHED):
+        for batch in self._state().batches_in(BatchStatus.FINISHED):
             if batch.remote.status == "failed" and not self._may_process_failed(batch):
                 reasons = "; ".join(e.rstrip(".") for e in batch.remote.errors[:3])
                 raise ProcessingError(
@@ -102,7 +143,7 @@ class ProcessingMixin(RequesterBase):
                 # them again rather than count those requests as missing and buy them again.
                 log.warning("Batch %d: %s; downloading its results again", batch.id, damage)
                 batch.status = BatchStatus.REMOTE
-                self.commit()
+                self._commit()
                 continue
             with gc_paused():  # one batch's result objects die before the collector would walk them
                 self.process_batch(batch, handler)
@@ -115,8 +156,8 @@ class ProcessingMixin(RequesterBase):
         info = batch.remote
         if not info.backend or not info.batch_id or info.status == "missing":
             return None
-        for path, expected in ((self.layout.batch_results(batch.id), info.succeeded),
-                               (self.layout.batch_errors(batch.id), info.failed)):  # fmt: skip
+        for path, expected in ((self._layout.batch_results(batch.id), info.succeeded),
+                               (self._layout.batch_errors(batch.id), info.failed)):  # fmt: skip
             if not path.exists():
                 if expected > 0:
                     return f"{path.name} is gone although the batch reported {expected} lines"
@@ -132,9 +173,9 @@ class ProcessingMixin(RequesterBase):
         return None
 
     def _may_process_failed(self, batch: BatchState) -> bool:
-        allowed = self.opts.process_failed_batches
-        if allowed < 0 or self.usage.processed_failed < allowed:
-            self.usage.processed_failed += 1
+        allowed = self._opts.process_failed_batches
+        if allowed < 0 or self._usage.processed_failed < allowed:
+            self._usage.processed_failed += 1
             return True
         return False
 
@@ -158,15 +199,15 @@ class ProcessingMixin(RequesterBase):
             ErrorKind(data["kind"]),
             data["status"],
             data["body"],
-            path=self.endpoint.path.removeprefix("/v1"),
-            base_url=self.api_base_url,
+            path=self._endpoint.path.removeprefix("/v1"),
+            base_url=self._api_base_url(),
             model=model if isinstance(model, str) else None,
         )
-        self.unpush(batch)
-        self.commit()
-        for path in (self.layout.batch_results(batch.id), self.layout.batch_errors(batch.id)):
+        self._unpush(batch)
+        self._commit()
+        for path in (self._layout.batch_results(batch.id), self._layout.batch_errors(batch.id)):
             path.unlink(missing_ok=True)
-        self.cleanup_remote()
+        self._cleanup_remote()
         raise ServerRefusedError(
             f"Batch {batch.id}: all {len(result.infos)} requests got the same refusal, so none was marked failed "
             f"and no retry was used: {why}.",
@@ -179,14 +220,14 @@ class ProcessingMixin(RequesterBase):
         The result files are read in one pass, each line classified as it is read; only the most recent
         response bodies stay in memory (see ``result_bodies``), so a big batch never holds all of them.
         """
-        input_path = self.layout.batch_input(batch.id)
+        input_path = self._layout.batch_input(batch.id)
         sent = read_raw_lines(input_path)  # in the order of the info file: both are written from one list
         source_name = str(input_path)
         direct = batch.status == BatchStatus.DIRECT
         missing_is_free = batch.remote.status in ("expired", "cancelled", "missing")
         failed = batch.remote.status == "failed"
         requests: dict[str, tuple[GPTRequestItem, GPTRequestInfo, int | None, dict[str, str] | None]] = {}
-        for _, rec in read_jsonl(self.layout.batch_info(batch.id)):
+        for _, rec in read_jsonl(self._layout.batch_info(batch.id)):
             custom_id = custom_id_for(rec["id"])
             offset, sent_line = next(sent, (-1, b""))
             if not _is_line_of(sent_line, custom_id):
@@ -198,7 +239,7 @@ class ProcessingMixin(RequesterBase):
             req_info = GPTRequestInfo(rec["size"], rec["ti"], rec["to"], 0.0, 0.0, 0.0, 0.0)
             requests[custom_id] = (item, req_info, rec.get("n"), rec["parse"])  # n: absent in older files
         if len(requests) != batch.num_requests:  # e.g. an info file emptied or cut at a line end from outside
-            info_path = self.layout.batch_info(batch.id)
+            info_path = self._layout.batch_info(batch.id)
             raise TaskFileError(
                 f"{info_path} lists {len(requests)} requests, but batch {batch.id} was written with "
                 f"{batch.num_requests}: it was changed outside gpt_batch_api. Nothing was processed. Restore it, or "
@@ -210,18 +251,18 @@ class ProcessingMixin(RequesterBase):
         infos: dict[int, ResultInfo] = {}
         for custom_id, (item, req_info, n, spec) in requests.items():
             if failed:
-                info = ResultInfo(item=item, req_info=req_info, max_retries=self.opts.max_retries)
+                info = ResultInfo(item=item, req_info=req_info, max_retries=self._opts.max_retries)
                 info.err_info = ErrorInfo(True, "BatchError", "BatchFailed", "the whole batch failed on the remote")
-                info.retry = self.opts.retry_fatal_requests and info.retries_left
+                info.retry = self._opts.retry_fatal_requests and info.retries_left
             else:
                 found = answered.get(custom_id)
                 info = found if found is not None else self._classify(None, item, req_info, n, spec, missing_is_free)
             info.parse_spec = spec
             infos[item.id] = info
             self._account(info, stats)
-        stats.true_cost = self.coster.input_cost_of(
+        stats.true_cost = self._coster.input_cost_of(
             stats.prompt_tokens, stats.cached_tokens, batch=not direct
-        ) + self.coster.output_cost(stats.completion_tokens, batch=not direct)
+        ) + self._coster.output_cost(stats.completion_tokens, batch=not direct)
         stats.num_requests = len(infos)
         _count_kinds(stats, infos.values())
         self._report(batch, infos.values(), direct)
@@ -244,7 +285,7 @@ class ProcessingMixin(RequesterBase):
         ``stats``; each body stays readable from its line (see ``result_bodies``)."""
         answered: dict[str, ResultInfo] = {}
         malformed = 0
-        for path in (self.layout.batch_results(batch.id), self.layout.batch_errors(batch.id)):
+        for path in (self._layout.batch_results(batch.id), self._layout.batch_errors(batch.id)):
             bodies = ResultBodies(path)
             for offset, size, line in _read_result_lines(path):
                 custom_id = line.get("custom_id") if line is not None else None
@@ -274,11 +315,11 @@ class ProcessingMixin(RequesterBase):
             line,
             item,
             req_info,
-            self.endpoint.num_outputs(item.req.payload) if n is None else n,
-            self.endpoint,
+            self._endpoint.num_outputs(item.req.payload) if n is None else n,
+            self._endpoint,
             spec,
-            max_retries=self.opts.max_retries,
-            retry_fatal=self.opts.retry_fatal_requests,
+            max_retries=self._opts.max_retries,
+            retry_fatal=self._opts.retry_fatal_requests,
             missing_is_free=missing_is_free,
         )
 
@@ -296,7 +337,7 @@ class ProcessingMixin(RequesterBase):
         stats.predicted_input_tokens += info.req_info.tokens_input
         stats.assumed_output_tokens += info.req_info.tokens_output
         payload = info.item.req.payload
-        stats.output_token_limit += self.estimator.payload_output_limit(payload, self.endpoint.path, warn=False)
+        stats.output_token_limit += self._estimator.payload_output_limit(payload, self._endpoint.path, warn=False)
         err = info.err_info
         if err is not None and not err.counts_as_retry:  # expired/cancelled/vanished batch: not the request's fault
             stats.num_expired += 1
@@ -308,9 +349,9 @@ class ProcessingMixin(RequesterBase):
             stats.warning_subtypes[warn.subtype] = stats.warning_subtypes.get(warn.subtype, 0) + 1
 
     def _report(self, batch: BatchState, infos: Any, direct: bool) -> None:
-        warnings = LogSummarizer(log, self.opts.show_warnings)
-        errors = LogSummarizer(log, self.opts.show_errors)
-        verbose = self.opts.direct_verbose if direct else "never"
+        warnings = LogSummarizer(log, self._opts.show_warnings)
+        errors = LogSummarizer(log, self._opts.show_errors)
+        verbose = self._opts.direct_verbose if direct else "never"
         for info in infos:
             for warn in info.warn_infos:
                 warnings.log(logging.WARNING, warn.subtype, f"Batch {batch.id} request {info.req_id}: {warn.msg}")
@@ -342,7 +383,8 @@ class ProcessingMixin(RequesterBase):
         errors.flush()
 
     def _finalize(self, batch: BatchState, result: BatchResult) -> None:
-        stats, totals = result.stats, self.S.totals
+        S = self._state()
+        stats, totals = result.stats, S.totals
         _count_kinds(stats, result.infos.values())  # again: the task may have rejected answers
         for info in result.infos.values():
             if info.err_info is not None and info.retry:
@@ -367,24 +409,24 @@ class ProcessingMixin(RequesterBase):
         self._check_predictions(batch, stats)
         passed = (
             stats.num_requests == 0
-            or (stats.pass_ratio >= self.opts.min_pass_ratio and (stats.num_success + stats.num_warnings) > 0)
+            or (stats.pass_ratio >= self._opts.min_pass_ratio and (stats.num_success + stats.num_warnings) > 0)
             or stats.num_expired == stats.num_requests
         )
         if passed:
-            self.S.num_pass_failures = 0
+            S.num_pass_failures = 0
         elif stats.num_requests >= MIN_PASS_SAMPLE:
-            self.S.num_pass_failures += 1
+            S.num_pass_failures += 1
         # else: a few requests (e.g. the small direct batches at the end of a run) say too little about the
         # requests as a whole to stop the run; their failures are retried or counted like any other.
-        self.S.history = [*self.S.history, self._history_entry(batch, result)][-HISTORY_LENGTH:]
-        self.S.batches = [b for b in self.S.batches if b.id != batch.id]
-        self._pending_deletes.extend(p for p in self.layout.batch_files(batch.id) if p.exists())
+        S.history = [*S.history, self._history_entry(batch, result)][-HISTORY_LENGTH:]
+        S.batches = [b for b in S.batches if b.id != batch.id]
+        self._delete_on_commit(p for p in self._layout.batch_files(batch.id) if p.exists())
         if batch.remote.backend:
-            self.S.remote_cleanup.append(batch.remote)
+            S.remote_cleanup.append(batch.remote)
         crash_point("process_before_commit")
-        self.commit(with_task=True)
+        self._commit(with_task=True)
         crash_point("process_after_commit")
-        self.events.emit(BATCH_PROCESSED, batch_id=batch.id, stats=stats.to_json())
+        self._events.emit(BATCH_PROCESSED, batch_id=batch.id, stats=stats.to_json())
         log.info(
             "Processed batch %d: %d requests, %d ok, %d warnings, %d retryable, %d fatal, %d retried, cost %.4f",
             batch.id,
@@ -396,45 +438,44 @@ class ProcessingMixin(RequesterBase):
             stats.num_retries,
             stats.true_cost,
         )
-        self.cleanup_remote()
-        if self.S.num_pass_failures >= self.opts.max_pass_failures:
+        self._cleanup_remote()
+        if S.num_pass_failures >= self._opts.max_pass_failures:
             raise ProcessingError(
-                f"{self.S.num_pass_failures} consecutive batches did not pass (pass ratio below "
-                f"--min_pass_ratio {self.opts.min_pass_ratio}). {_error_summary(batch, result)} Fix the cause "
+                f"{S.num_pass_failures} consecutive batches did not pass (pass ratio below "
+                f"--min_pass_ratio {self._opts.min_pass_ratio}). {_error_summary(batch, result)} Fix the cause "
                 "(the requests, or the task's checks of the answers); then rerun (raise --max_pass_failures or lower "
                 "--min_pass_ratio to tolerate this)."
             )
 
     def _queue_retry(self, info: ResultInfo) -> None:
-        new_id = self.S.next_request_id
-        self.S.next_request_id += 1
+        S = self._state()
+        new_id = S.next_request_id
+        S.next_request_id += 1
         body = info.item.req.payload
         line_obj = {
             "custom_id": custom_id_for(new_id),
             "method": "POST",
-            "url": self.endpoint.path,
+            "url": self._endpoint.path,
             "body": body,
         }
         req = info.req_info
-        text = self.queue_line(
+        self._enqueue(
             fastjson.dumps(line_obj),
             req_id=new_id,
             retry_num=info.next_retry_num,
             tokens_input=req.tokens_input,
             tokens_output=req.tokens_output,
-            cost_batch=self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True),
-            cost_direct=self.coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
+            cost_batch=self._coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True),
+            cost_direct=self._coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
             parse=info.parse_spec,
-            num_outputs=self.endpoint.num_outputs(body),
+            num_outputs=self._endpoint.num_outputs(body),
             meta=info.meta,
         )
-        assert self._queue is not None
-        self._queue.append_raw(text)
 
     def _check_predictions(self, batch: BatchState, stats: ResultStats) -> None:
         if stats.prompt_tokens and stats.predicted_input_tokens:
             ratio = stats.predicted_input_tokens / stats.prompt_tokens
-            factor = self.opts.warn_predicted_input_factor
+            factor = self._opts.warn_predicted_input_factor
             if ratio > factor or ratio < 1 / factor:
                 log.warning(
                     "Batch %d: predicted %d input tokens but the API counted %d (see tokens_test)",
@@ -444,7 +485,7 @@ class ProcessingMixin(RequesterBase):
                 )
         if stats.completion_tokens and stats.assumed_output_tokens:
             ratio = stats.assumed_output_tokens / stats.completion_tokens
-            factor = self.opts.warn_assumed_completion_factor
+            factor = self._opts.warn_assumed_completion_factor
             if ratio > factor or ratio < 1 / factor:
                 # The completion ratio is the share of max_completion_tokens used (not generated / assumed).
                 limit = max(1, stats.output_token_limit)

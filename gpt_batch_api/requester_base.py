@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from .limits import Amounts, Limits
     from .requester_options import RequesterOptions
     from .requester_state import BatchState, RequesterState
-    from .results import BatchResult
     from .store.jsonl import JsonlAppender
     from .store.layout import TaskLayout
     from .tokens import TokenEstimator
@@ -49,7 +47,6 @@ class RequesterBase:
         stop_check: Callable[[], bool]
         interruptible: Callable[[], AbstractContextManager[Any]]
         _queue: JsonlAppender | None
-        _pending_deletes: list[Path]
 
         @property
         def client(self) -> Any: ...
@@ -85,5 +82,3 @@ class RequesterBase:
 
         @property
         def api_base_url(self) -> str: ...
-
-        def process_batch(self, batch: BatchState, handler: Callable[[BatchResult], None]) -> BatchResult: ...
