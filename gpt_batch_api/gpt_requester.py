@@ -1,11 +1,14 @@
 """GPTRequester: the request engine. Queue on disk, batches within limits, push, poll, results, direct API.
 
 The requester owns the queue and batch files and the requester state (see docs/DESIGN.md for the
-layout and the commit protocol). Its stages live in their own modules; this class holds the state and
-the commit point:
-- ``remote.py``: push (exactly once), poll, download, cancel and delete on the remote;
-- ``processing.py``: results of a finished batch -> ``BatchResult`` -> retries, totals, cleanup;
-- ``direct_batches.py``: running a batch through the concurrent direct API.
+layout and the commit protocol). This class keeps the lifecycle, the state, the queue, the cutting of
+batches and the commit point; it is composed of parts that get their inputs in their constructors:
+- ``Budget`` (``budget.py``): the remote/session/task limits, and charging a sent batch (or refunding it);
+- ``RemoteBatches`` (``remote.py``): push (exactly once), poll, download, cancel and delete, through a
+  ``BatchBackend``;
+- ``BatchProcessor`` (``processing.py``): results of a finished batch -> ``BatchResult`` -> retries, totals,
+  cleanup;
+- ``DirectRunner`` (``direct_batches.py``): running batches through the concurrent direct API.
 
 Typical use (``TaskManager`` does all of this)::
 
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BatchBackend, create_backend
-from .budget import Budget, SessionUsage
+from .budget import Budget, SessionUsage, amounts_of
 from .costs import TokenCoster
 from .direct import async_client_like
 from .direct_batches import DirectRunner
@@ -43,7 +46,7 @@ from .limits import Amounts, Limit
 from .processing import BatchProcessor
 from .queue_records import parse_queue_record, queue_record_bytes
 from .redact import redact
-from .remote import RemoteMixin
+from .remote import RemoteBatches
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
@@ -116,7 +119,7 @@ def create_task_dir(task_dir: Path) -> None:
     ) from None
 
 
-class GPTRequester(RemoteMixin):
+class GPTRequester:
     """The request engine for one task (``working_dir`` + ``name_prefix``). Use it as a context manager."""
 
     def __init__(
@@ -162,13 +165,22 @@ class GPTRequester(RemoteMixin):
         self._dry_queue: list[bytes] = []  # dry run: committed queue records kept in memory only
         # pooled request id -> what its answer should hold: (structured output class, number of outputs)
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
-        self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
-        self.congestion_tokens: int | None = None  # prompt tokens in flight that fit, learned from refusals
-        self._poll_failures: dict[int, tuple[int, float]] = {}
-        self._unknown_statuses: dict[int, tuple[str, float]] = {}
         self.entered = False
         # The parts (each gets its inputs here; the requester state is read through a getter: loading replaces it)
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
+        self.remote_batches = RemoteBatches(
+            opts=self.opts,
+            limits=self.limits,
+            layout=self.layout,
+            state=lambda: self.S,
+            budget=self.budget,
+            events=self.events,
+            backend=lambda: self.backend,
+            commit=self.commit,
+            stop_check=lambda: self.stop_check(),  # the TaskManager sets stop_check and interruptible later
+            interruptible=lambda: self.interruptible(),
+            dryrun=self.dryrun,
+        )
         self.processor = BatchProcessor(
             opts=self.opts,
             layout=self.layout,
@@ -181,8 +193,8 @@ class GPTRequester(RemoteMixin):
             enqueue=self._enqueue,
             delete_on_commit=self._pending_deletes.extend,
             commit=self.commit,
-            unpush=self.unpush,
-            cleanup_remote=self.cleanup_remote,
+            unpush=self.remote_batches.unpush,
+            cleanup_remote=self.remote_batches.cleanup_remote,
             api_base_url=lambda: self.api_base_url,
         )
         self.direct_runner = DirectRunner(
@@ -196,7 +208,7 @@ class GPTRequester(RemoteMixin):
             transport_factory=self.direct_transport_factory,
             process_batch=self.processor.process_batch,
             commit=self.commit,
-            stop_check=lambda: self.stop_check(),  # the TaskManager sets stop_check after construction
+            stop_check=lambda: self.stop_check(),
             dryrun=self.dryrun,
         )
 
@@ -700,15 +712,15 @@ class GPTRequester(RemoteMixin):
             requests, tokens, cost, size = requests + 1, tokens_next, cost_next, size_next
         acc = Amounts(requests, tokens, cost, size)
         reserved = reserved or Amounts()
-        if records and self.spend_blocker(reserved + acc) is not None:
+        if records and self.budget.blocker(reserved + acc) is not None:
             # Rare (the session/task budget is nearly used up): trim the batch to what may still be spent, so
             # that a small budget (e.g. --max_session_requests 10 for a first look) still sends that many.
             acc, keep = Amounts(), 0
             for record in records:
                 acc.add(1, record["ti"], record[cost_key], record["size"])
-                if (reason := self.spend_blocker(reserved + acc)) is not None:
+                if (reason := self.budget.blocker(reserved + acc)) is not None:
                     if not keep:  # nothing may be sent: say which cap stops the run
-                        self.note_blocked(reason)
+                        self.budget.note_blocked(reason)
                     break
                 keep += 1
             return records[:keep], ends[keep - 1] if keep else self.S.queue.start, True
@@ -780,6 +792,49 @@ class GPTRequester(RemoteMixin):
     def wipe_requests(self) -> None:
         """Forget all pending requests and batches (remote ones are cancelled); committed by the caller."""
         _wipe_requests(self)
+
+    # ------------------------------------------------------------------ remote batches (see remote.py)
+
+    def push_batches(self) -> int:
+        """Push local batches while the remote, session and task limits allow; returns how many were pushed."""
+        if self.opts.force_direct:
+            self.direct_runner.convert_local_to_direct()  # e.g. batches cut by an earlier run without --force_direct
+            return 0
+        return self.remote_batches.push_batches()
+
+    def update_remote(self) -> int:
+        """Poll the running remote batches; download the ones that ended. Returns how many ended."""
+        return self.remote_batches.update_remote()
+
+    def resolve_pushing(self) -> None:
+        """Settle the batches whose push was cut short (see ``RemoteBatches.resolve_pushing``)."""
+        self.remote_batches.resolve_pushing()
+
+    def cleanup_remote(self) -> None:
+        """Delete what a committed state marked as garbage on the remote (files, ended batches)."""
+        self.remote_batches.cleanup_remote()
+
+    @property
+    def congested_since(self) -> float | None:
+        """When a batch was refused for congestion (token_limit_exceeded), while that holds pushes back; or None."""
+        return self.remote_batches.congested_since
+
+    def congestion_expired(self) -> None:
+        """With nothing running on the remote, congestion cannot clear by itself: retry after a pause."""
+        self.remote_batches.congestion_expired()
+
+    def blocking_limit(self) -> str | None:
+        """The option that keeps the waiting work from being sent now (for a stop that must name it)."""
+        for batch in self.S.batches_in(BatchStatus.LOCAL):
+            return self.remote_batches.push_blocker(batch)
+        for batch in self.S.batches_in(BatchStatus.DIRECT):
+            if batch.push_started_at is None:
+                return self.budget.blocker(amounts_of(batch))
+        queue = self.S.queue
+        if queue.num_requests:
+            average = Amounts(1, queue.tokens_input // queue.num_requests, queue.cost / queue.num_requests, 0)
+            return self.budget.blocker(average)
+        return None
 
     # ------------------------------------------------------------------ processing (see processing.py)
 
@@ -884,11 +939,7 @@ def _wipe_requests(requester: GPTRequester) -> None:
     S = requester.S
     for batch in S.batches:
         if not requester.dryrun:
-            if batch.status == BatchStatus.PUSHING:
-                remote = requester._find_remote_batch(batch)
-                if remote is not None:
-                    requester._adopt(batch, remote)
-            requester.cancel_remote(batch)
+            requester.remote_batches.cancel(batch)
         requester._pending_deletes.extend(p for p in requester.layout.batch_files(batch.id) if p.exists())
     log.warning("Wiped %d queued requests and %d batches", S.queue.num_requests, len(S.batches))
     S.batches = []

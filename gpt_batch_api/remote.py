@@ -16,24 +16,27 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from .backends.base import BatchTag, CandidatesUnresolved, ForeignResults, RemoteBatch, RemoteStatus
+from .backends.base import BatchBackend, BatchTag, CandidatesUnresolved, ForeignResults, RemoteBatch, RemoteStatus
 from .batch_files import check_batch_file
+from .budget import Budget, amounts_of
 from .errors import (
     APIError,
     AuthenticationError,
     BatchAPIUnavailableError,
     QuotaExceededError,
 )
-from .events import BATCH_FINISHED, BATCH_PUSHED, REMOTE_PROGRESS
-from .limits import Amounts
-from .requester_base import RequesterBase
-from .requester_state import BatchState, BatchStatus, RemoteInfo
+from .events import BATCH_FINISHED, BATCH_PUSHED, REMOTE_PROGRESS, EventBus
+from .limits import Amounts, Limits
+from .requester_options import RequesterOptions
+from .requester_state import BatchState, BatchStatus, RemoteInfo, RequesterState
 from .server_answers import result_file_problem
 from .store.atomic import crash_point
+from .store.layout import TaskLayout
 
-__all__ = ["RemoteMixin"]
+__all__ = ["RemoteBatches"]
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +99,47 @@ def remote_view(info: RemoteInfo) -> RemoteBatch:
     )
 
 
-class RemoteMixin(RequesterBase):
-    """Push, poll and download for GPTRequester (see the module docstring)."""
+class RemoteBatches:
+    """The task's batches on the remote, through one ``BatchBackend`` (see the module docstring)."""
 
-    _poll_failures: dict[int, tuple[int, float]]  # batch id -> (failed polls in a row, monotonic time of the first)
-    _unknown_statuses: dict[int, tuple[str, float]]  # batch id -> (unknown status, monotonic time first seen)
+    def __init__(
+        self,
+        *,
+        opts: RequesterOptions,
+        limits: Limits,
+        layout: TaskLayout,
+        state: Callable[[], RequesterState],
+        budget: Budget,
+        events: EventBus,
+        backend: Callable[[], BatchBackend],
+        commit: Callable[[], None],
+        stop_check: Callable[[], bool],
+        interruptible: Callable[[], AbstractContextManager[Any]],
+        dryrun: bool,
+    ) -> None:
+        self._opts = opts
+        self._limits = limits
+        self._layout = layout
+        self._state = state  # the requester state is replaced when it is loaded: read it through this
+        self._budget = budget
+        self._events = events
+        self._backend = backend  # made on first use (a dry run never makes one)
+        self._commit = commit
+        self._stop_check = stop_check
+        self._interruptible = interruptible
+        self._dryrun = dryrun
+        self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
+        self.congestion_tokens: int | None = None  # prompt tokens in flight that fit, learned from refusals
+        self._poll_failures: dict[int, tuple[int, float]] = {}  # batch id -> (failed polls in a row, first)
+        self._unknown_statuses: dict[int, tuple[str, float]] = {}  # batch id -> (unknown status, first seen)
 
     def _api(self, call: Callable[[], T]) -> T:
         """A backend call; the first Ctrl+C need not wait for a slow server (every call is resumable)."""
-        with self.interruptible():
+        with self._interruptible():
             return call()
 
     def _tag(self, batch: BatchState) -> BatchTag:
-        return BatchTag(self.S.task_uid, batch.id)
+        return BatchTag(self._state().task_uid, batch.id)
 
     # ------------------------------------------------------------------ push
 
@@ -116,51 +147,28 @@ class RemoteMixin(RequesterBase):
         """Why ``batch`` cannot be pushed now (the option that limits it), or None."""
         if self.congested_since is not None:
             return "token_limit_exceeded (waiting for running batches to finish)"
-        remote = self.S.batches_in(BatchStatus.PUSHING, BatchStatus.REMOTE)
+        remote = self._state().batches_in(BatchStatus.PUSHING, BatchStatus.REMOTE)
         in_flight = sum(other.tokens_input for other in remote)
         if self.congestion_tokens is not None and in_flight and in_flight + batch.tokens_input > self.congestion_tokens:
             return f"token_limit_exceeded (about {self.congestion_tokens} tokens fit in flight)"
-        if len(remote) >= self.limits.max_remote_batches:
+        if len(remote) >= self._limits.max_remote_batches:
             return "max_remote_batches"
-        this = Amounts(batch.num_requests, batch.tokens_input, batch.cost, batch.size)
         on_remote = Amounts()
         for other in remote:
             on_remote.add(other.num_requests, other.tokens_input, other.cost, other.size)
-        return self.spend_blocker(this, remote=on_remote)
-
-    def spend_blocker(self, this: Amounts, *, remote: Amounts | None = None) -> str | None:
-        return self.budget.blocker(this, remote=remote)
-
-    def blocking_limit(self) -> str | None:
-        """The option that keeps the waiting work from being sent now (for a stop that must name it)."""
-        for batch in self.S.batches_in(BatchStatus.LOCAL):
-            return self.push_blocker(batch)
-        for batch in self.S.batches_in(BatchStatus.DIRECT):
-            if batch.push_started_at is None:
-                return self.spend_blocker(Amounts(batch.num_requests, batch.tokens_input, batch.cost, batch.size))
-        queue = self.S.queue
-        if queue.num_requests:
-            average = Amounts(1, queue.tokens_input // queue.num_requests, queue.cost / queue.num_requests, 0)
-            return self.spend_blocker(average)
-        return None
-
-    def note_blocked(self, reason: str | None) -> None:
-        self.budget.note_blocked(reason)
+        return self._budget.blocker(amounts_of(batch), remote=on_remote)
 
     def push_batches(self) -> int:
         """Push local batches while the remote, session and task limits allow; returns how many were pushed."""
-        if self.opts.force_direct:
-            self.direct_runner.convert_local_to_direct()  # e.g. batches cut by an earlier run without --force_direct
-            return 0
         pushed = 0
-        for batch in self.S.batches_in(BatchStatus.LOCAL):
-            if self.stop_check():
+        for batch in self._state().batches_in(BatchStatus.LOCAL):
+            if self._stop_check():
                 break
             reason = self.push_blocker(batch)
-            self.note_blocked(reason)
+            self._budget.note_blocked(reason)
             if reason is not None:
                 break
-            if self.dryrun:
+            if self._dryrun:
                 log.info("Dry run: would push batch %d (%d requests)", batch.id, batch.num_requests)
                 continue
             self._push(batch)
@@ -168,17 +176,17 @@ class RemoteMixin(RequesterBase):
         return pushed
 
     def _push(self, batch: BatchState) -> None:
-        check_batch_file(self.layout, batch)
+        check_batch_file(self._layout, batch)
         batch.status = BatchStatus.PUSHING
         batch.push_started_at = time.time()
-        self.commit()
+        self._commit()
         crash_point("push_after_mark")
-        path, tag = self.layout.batch_input(batch.id), self._tag(batch)
+        path, tag = self._layout.batch_input(batch.id), self._tag(batch)
         if not batch.remote.handles:
-            handles = self._api(lambda: self.backend.prepare(path, tag))
+            handles = self._api(lambda: self._backend().prepare(path, tag))
             if handles:
                 batch.remote.handles = handles
-                self.commit()
+                self._commit()
                 crash_point("push_after_upload")
         try:
             remote = self._create_remote_batch(batch)
@@ -187,16 +195,16 @@ class RemoteMixin(RequesterBase):
             return
         crash_point("push_after_create")
         self._adopt(batch, remote)
-        self.commit()
-        self.events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.batch_id, num_requests=batch.num_requests)
+        self._commit()
+        self._events.emit(BATCH_PUSHED, batch_id=batch.id, remote_id=remote.batch_id, num_requests=batch.num_requests)
         log.info("Pushed batch %d as %s (%d requests)", batch.id, remote.batch_id, batch.num_requests)
 
     def _create_remote_batch(self, batch: BatchState) -> RemoteBatch:
-        path, tag = self.layout.batch_input(batch.id), self._tag(batch)
+        path, tag = self._layout.batch_input(batch.id), self._tag(batch)
         delay = CREATE_RETRY_DELAY_S
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
-                return self._api(lambda: self.backend.submit(path, tag, batch.num_requests, batch.remote.handles))
+                return self._api(lambda: self._backend().submit(path, tag, batch.num_requests, batch.remote.handles))
             except APIError as error:
                 if not _worth_waiting_out(error):
                     raise
@@ -208,7 +216,7 @@ class RemoteMixin(RequesterBase):
                 if attempt == CREATE_ATTEMPTS:
                     raise
                 log.warning("Creating batch %d failed (%s); retrying in %.0f s", batch.id, error, delay)
-                with self.interruptible():
+                with self._interruptible():
                     time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -216,18 +224,18 @@ class RemoteMixin(RequesterBase):
     def _find_remote_batch(self, batch: BatchState) -> RemoteBatch | None:
         """The remote batch created for ``batch`` (found by its tag), if any; raises CandidatesUnresolved."""
         since = batch.push_started_at or 0.0
-        known = frozenset(b.remote.batch_id for b in self.S.batches if b.remote.batch_id and b.id != batch.id)
-        return self._api(lambda: self.backend.find(self._tag(batch), batch.num_requests, since, known))
+        known = frozenset(b.remote.batch_id for b in self._state().batches if b.remote.batch_id and b.id != batch.id)
+        return self._api(lambda: self._backend().find(self._tag(batch), batch.num_requests, since, known))
 
     def _adopt(self, batch: BatchState, remote: RemoteBatch) -> None:
         batch.status = BatchStatus.REMOTE
         batch.remote = remote_info(remote, batch.remote.handles)
-        self.budget.charge(batch)
+        self._budget.charge(batch)
 
     def resolve_pushing(self) -> None:
         """Settle the batches whose push was cut short (a crash, or candidates the backend could not tell
         apart): adopt the remote batch if it exists, else discard what was prepared and make it local again."""
-        for batch in self.S.batches_in(BatchStatus.PUSHING):
+        for batch in self._state().batches_in(BatchStatus.PUSHING):
             try:
                 remote = self._find_remote_batch(batch)
             except BatchAPIUnavailableError:
@@ -244,24 +252,24 @@ class RemoteMixin(RequesterBase):
                 self._adopt(batch, remote)
             else:
                 try:
-                    self._api(functools.partial(self.backend.discard, self._tag(batch), batch.remote.handles))
+                    self._api(functools.partial(self._backend().discard, self._tag(batch), batch.remote.handles))
                 except APIError as exc:
                     log.warning("Could not delete what batch %d uploaded (%s); it is harmless", batch.id, exc)
                 batch.status = BatchStatus.LOCAL
                 batch.push_started_at = None
                 batch.remote = RemoteInfo()
-            self.commit()
+            self._commit()
 
     # ------------------------------------------------------------------ poll and download
 
     def update_remote(self) -> int:
         """Poll the running remote batches; download the ones that ended. Returns how many ended."""
-        if self.dryrun:
+        if self._dryrun:
             return 0
-        if self.S.batches_in(BatchStatus.PUSHING):
+        if self._state().batches_in(BatchStatus.PUSHING):
             self.resolve_pushing()  # candidates a backend could not tell apart may have ended meanwhile
         ended = 0
-        for batch in self.S.batches_in(BatchStatus.REMOTE):
+        for batch in self._state().batches_in(BatchStatus.REMOTE):
             remote = self._poll(batch)
             if remote is None:
                 continue
@@ -275,7 +283,7 @@ class RemoteMixin(RequesterBase):
                 )
                 batch.remote.status = "missing"
                 batch.status = BatchStatus.FINISHED
-                self.commit()
+                self._commit()
                 ended += 1
                 continue
             assert isinstance(remote, RemoteBatch)
@@ -283,7 +291,7 @@ class RemoteMixin(RequesterBase):
             self._note_status(batch)
             if remote.status.terminal and self._finish(batch):
                 ended += 1
-        self.events.emit(REMOTE_PROGRESS, batches=self.remote_progress())
+        self._events.emit(REMOTE_PROGRESS, batches=self.remote_progress())
         if ended and self.congested_since is not None:
             log.info("A remote batch ended: pushing again after token_limit_exceeded")
             self.congested_since = None
@@ -294,7 +302,7 @@ class RemoteMixin(RequesterBase):
         (a 5xx, no connection, an answer that is no batch); stops with advice when failures go on for long."""
         failures = self._poll_failures
         try:
-            remote = self._api(lambda: self.backend.status(remote_view(batch.remote)))
+            remote = self._api(lambda: self._backend().status(remote_view(batch.remote)))
         except (APIError, KeyError) as exc:
             if isinstance(exc, KeyError):
                 # A 404 from a gateway must not make us buy the batch again: believe it only if the batch is
@@ -360,7 +368,7 @@ class RemoteMixin(RequesterBase):
                 "total": b.remote.total or b.num_requests,
                 "age_s": now - (b.remote.created_at or b.created_at),
             }
-            for b in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)
+            for b in self._state().batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)
         ]
 
     def _finish(self, batch: BatchState) -> bool:
@@ -376,13 +384,13 @@ class RemoteMixin(RequesterBase):
         except ForeignResults as exc:
             log.warning("Batch %d: %s; it was adopted by mistake and is pushed again", batch.id, exc)
             self.unpush(batch, keep_remote=True)
-            self.commit()
+            self._commit()
             return False
         info.finished_at = time.time()
         batch.status = BatchStatus.FINISHED
-        self.commit()
+        self._commit()
         crash_point("remote_after_download")
-        self.events.emit(BATCH_FINISHED, batch_id=batch.id, status=info.status)
+        self._events.emit(BATCH_FINISHED, batch_id=batch.id, status=info.status)
         log.info(
             "Batch %d ended on the remote: %s (%d completed, %d failed)",
             batch.id,
@@ -399,15 +407,16 @@ class RemoteMixin(RequesterBase):
         as missing)."""
         info = batch.remote
         files = (
-            (self.layout.batch_results(batch.id), info.succeeded),
-            (self.layout.batch_errors(batch.id), info.failed),
+            (self._layout.batch_results(batch.id), info.succeeded),
+            (self._layout.batch_errors(batch.id), info.failed),
         )
         problem, last_digest = "", b""
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             for path, _ in files:
                 path.unlink(missing_ok=True)
             try:
-                self._api(lambda: self.backend.download(remote_view(info), self._tag(batch), files[0][0], files[1][0]))
+                download = functools.partial(self._backend().download, remote_view(info), self._tag(batch))
+                self._api(functools.partial(download, files[0][0], files[1][0]))
             except APIError as exc:
                 problem = str(exc)
             else:
@@ -432,7 +441,7 @@ class RemoteMixin(RequesterBase):
                 last_digest, problem = (digest if short_only else b""), f"download of batch {batch.id}: {found}"
             if attempt < DOWNLOAD_ATTEMPTS:
                 log.warning("%s; downloading again", problem)
-                with self.interruptible():
+                with self._interruptible():
                     time.sleep(min(DOWNLOAD_RETRY_DELAY_S * attempt, 2.0))
         for path, _ in files:
             path.unlink(missing_ok=True)
@@ -455,14 +464,14 @@ class RemoteMixin(RequesterBase):
         # (without this, every batch cut meanwhile is pushed the moment one ends, and most are refused).
         accepted = sum(
             other.tokens_input
-            for other in self.S.batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)  # finished: in this poll
+            for other in self._state().batches_in(BatchStatus.REMOTE, BatchStatus.FINISHED)  # finished: in this poll
             if other.id != batch.id and other.remote.status not in (RemoteStatus.PENDING, RemoteStatus.FAILED)
         )
         if accepted:
             self.congestion_tokens = min(accepted, self.congestion_tokens or accepted)
         self.unpush(batch)
         self.congested_since = time.time()
-        self.commit()
+        self._commit()
         self.cleanup_remote()
 
     def unpush(self, batch: BatchState, *, keep_remote: bool = False) -> None:
@@ -471,9 +480,9 @@ class RemoteMixin(RequesterBase):
         ``keep_remote``: a batch adopted by mistake belongs to someone else). The caller commits."""
         info = batch.remote
         if info.backend and not keep_remote and info.certain:
-            self.S.remote_cleanup.append(info)
+            self._state().remote_cleanup.append(info)
         if batch.push_started_at is not None or batch.status != BatchStatus.DIRECT:
-            self.budget.refund(batch)
+            self._budget.refund(batch)
         if batch.status != BatchStatus.DIRECT:
             batch.status = BatchStatus.LOCAL
         batch.push_started_at = None
@@ -481,30 +490,36 @@ class RemoteMixin(RequesterBase):
 
     def congestion_expired(self) -> None:
         """With nothing running on the remote, congestion cannot clear by itself: retry after a pause."""
-        if self.congested_since is None or self.S.batches_in(BatchStatus.REMOTE):
+        if self.congested_since is None or self._state().batches_in(BatchStatus.REMOTE):
             return
-        if time.time() - self.congested_since >= self.opts.remote_update_interval:
+        if time.time() - self.congested_since >= self._opts.remote_update_interval:
             self.congested_since = None
 
     def cleanup_remote(self) -> None:
         """Delete what a committed state marked as garbage on the remote (files, ended batches)."""
-        if self.dryrun or not self.S.remote_cleanup:
+        S = self._state()
+        if self._dryrun or not S.remote_cleanup:
             return
-        for info in list(self.S.remote_cleanup):
+        for info in list(S.remote_cleanup):
             try:
-                self._api(functools.partial(self.backend.delete, remote_view(info)))
+                self._api(functools.partial(self._backend().delete, remote_view(info)))
             except APIError as exc:
                 log.warning("Could not delete remote %s (%s); will try again later", info.batch_id or info.handles, exc)
                 return
-        self.S.remote_cleanup = []
-        self.commit()
+        S.remote_cleanup = []
+        self._commit()
 
-    def cancel_remote(self, batch: BatchState) -> None:
-        """Cancel a remote batch (for --wipe_requests) and mark it for deletion."""
+    def cancel(self, batch: BatchState) -> None:
+        """Cancel ``batch`` on the remote (for --wipe_requests; a push cut short is settled first: the batch may
+        exist) and mark its remote side for deletion. The caller commits."""
+        if batch.status == BatchStatus.PUSHING:
+            remote = self._find_remote_batch(batch)
+            if remote is not None:
+                self._adopt(batch, remote)
         if batch.remote.batch_id and batch.status == BatchStatus.REMOTE:
             try:
-                self._api(lambda: self.backend.cancel(remote_view(batch.remote)))
+                self._api(lambda: self._backend().cancel(remote_view(batch.remote)))
             except APIError as exc:
                 log.warning("Could not cancel remote batch %s: %s", batch.remote.batch_id, exc)
         if batch.remote.backend:
-            self.S.remote_cleanup.append(batch.remote)
+            self._state().remote_cleanup.append(batch.remote)
