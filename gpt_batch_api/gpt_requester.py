@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .backends import BatchBackend, create_backend
+from .backends import BatchBackend, InputTokenCounter, create_backend
 from .costs import TokenCoster
 from .direct import DirectExecutor, async_client_like
 from .direct_batches import DirectBatchesMixin
@@ -38,6 +38,7 @@ from .direct_transports import DirectTransport, direct_transport_factory
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
+from .exact_tokens import count_exactly
 from .limits import Amounts, Limit
 from .processing import ProcessingMixin
 from .queue_records import parse_queue_record, queue_record_bytes
@@ -163,6 +164,7 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         self._dry_queue: list[bytes] = []  # dry run: committed queue records kept in memory only
         # pooled request id -> what its answer should hold: (structured output class, number of outputs)
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
+        self._exactly_counted: set[int] = set()  # pool requests whose input tokens were counted exactly
         self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
         self.congestion_tokens: int | None = None  # prompt tokens in flight that fit, learned from refusals
         self._poll_failures: dict[int, tuple[int, float]] = {}
@@ -523,13 +525,28 @@ class GPTRequester(RemoteMixin, ProcessingMixin, DirectBatchesMixin):
         durable in one transaction when the block exits; if the block raises, nothing is committed.
         """
         cached_reqs = list(self.P)
+        if self.opts.exact_input_tokens and not self.dryrun:
+            self._count_input_tokens(cached_reqs)
         yield cached_reqs
         if not cached_reqs:
             return
         self._append_to_queue(cached_reqs)
         self.P = []
+        self._exactly_counted.clear()
         self.commit(with_task=True)
         self.events.emit(REQUESTS_COMMITTED, num=len(cached_reqs), total_queued=self.S.queue.num_requests)
+
+    def _count_input_tokens(self, cached_reqs: list[CachedGPTRequest]) -> None:
+        """Exact input tokens for requests not counted yet (a commit that raised keeps its pool)."""
+        todo = [cached for cached in cached_reqs if cached.item.id not in self._exactly_counted]
+        backend = self.backend
+        if not isinstance(backend, InputTokenCounter):  # validated with the options; a custom backend may lack it
+            raise ConfigError(
+                f"The {backend.name} backend cannot count input tokens: run without --exact_input_tokens."
+            )
+        with self.interruptible():  # nothing is written while counting: safe to abandon
+            count_exactly(backend, todo, self.coster)
+        self._exactly_counted.update(cached.item.id for cached in todo)
 
     def queue_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Committed queue records not yet in a batch, with their end offsets."""
