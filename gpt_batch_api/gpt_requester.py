@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .backends import BatchBackend, create_backend
+from .backends import BatchBackend, InputTokenCounter, create_backend
 from .budget import Budget, SessionUsage, amounts_of
 from .costs import TokenCoster
 from .direct import async_client_like
@@ -42,6 +42,7 @@ from .direct_transports import DirectTransport, direct_transport_factory
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
+from .exact_tokens import count_exactly
 from .limits import Amounts, Limit
 from .processing import BatchProcessor
 from .queue_records import parse_queue_record, queue_record_bytes
@@ -165,6 +166,7 @@ class GPTRequester:
         self._dry_queue: list[bytes] = []  # dry run: committed queue records kept in memory only
         # pooled request id -> what its answer should hold: (structured output class, number of outputs)
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
+        self._exactly_counted: set[int] = set()  # pool requests whose input tokens were counted exactly
         self.entered = False
         # The parts (each gets its inputs here; the requester state is read through a getter: loading replaces it)
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
@@ -571,13 +573,28 @@ class GPTRequester:
         durable in one transaction when the block exits; if the block raises, nothing is committed.
         """
         cached_reqs = list(self.P)
+        if self.opts.exact_input_tokens and not self.dryrun:
+            self._count_input_tokens(cached_reqs)
         yield cached_reqs
         if not cached_reqs:
             return
         self._append_to_queue(cached_reqs)
         self.P = []
+        self._exactly_counted.clear()
         self.commit(with_task=True)
         self.events.emit(REQUESTS_COMMITTED, num=len(cached_reqs), total_queued=self.S.queue.num_requests)
+
+    def _count_input_tokens(self, cached_reqs: list[CachedGPTRequest]) -> None:
+        """Exact input tokens for requests not counted yet (a commit that raised keeps its pool)."""
+        todo = [cached for cached in cached_reqs if cached.item.id not in self._exactly_counted]
+        backend = self.backend
+        if not isinstance(backend, InputTokenCounter):  # validated with the options; a custom backend may lack it
+            raise ConfigError(
+                f"The {backend.name} backend cannot count input tokens: run without --exact_input_tokens."
+            )
+        with self.interruptible():  # nothing is written while counting: safe to abandon
+            count_exactly(backend, todo, self.coster)
+        self._exactly_counted.update(cached.item.id for cached in todo)
 
     def queue_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Committed queue records not yet in a batch, with their end offsets."""

@@ -38,6 +38,9 @@ _REQUESTER_HELP: dict[str, str | None] = {
     "lock_poll_interval": "Seconds between attempts to take the task lock",
     "lock_status_interval": "Seconds between 'still waiting for the lock' messages",
     "token_estimator_warn": "When the token estimator warns about guesses: once, always or never",
+    "exact_input_tokens": "Count each new request's input tokens exactly with Anthropic's free count_tokens "
+    "endpoint before queueing it, instead of estimating them offline (one call per request, within that "
+    "endpoint's own rate limit; --provider anthropic only)",
     "remote_update_interval": "Longest interval in seconds between polls of remote batches",
     "wait_save_interval": "Accepted for compatibility; every change is saved at once",
     "direct_verbose": "Log direct API requests/responses: never, error, warn or always",

@@ -41,6 +41,7 @@ class RequesterOptions:
     lock_poll_interval: float = 0.5
     lock_status_interval: float = 10.0
     token_estimator_warn: str = "once"
+    exact_input_tokens: bool = False  # count input tokens with the provider's free endpoint (Anthropic only)
     remote_update_interval: float = 10.0
     wait_save_interval: float = 900.0  # accepted for compatibility: our saves are cheap, so we save every change
     direct_verbose: str = "never"
@@ -130,6 +131,11 @@ class RequesterOptions:
             raise ConfigError(
                 f"--provider anthropic serves the /v1/messages endpoint, not {self.resolved_endpoint} (the task's "
                 "requests must be Messages requests: model, max_tokens, messages)."
+            )
+        if self.exact_input_tokens and self.provider != "anthropic":
+            raise ConfigError(
+                "--exact_input_tokens needs --provider anthropic: OpenAI has no free counting endpoint for these "
+                "requests, and its offline counts of text are already exact. Run without --exact_input_tokens."
             )
         if self.direct_verbose not in DIRECT_VERBOSE_MODES:
             raise ConfigError(f"--direct_verbose must be one of {', '.join(DIRECT_VERBOSE_MODES)}.")

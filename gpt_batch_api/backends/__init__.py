@@ -12,8 +12,10 @@ from .base import (
     CandidatesUnresolved,
     DownloadSummary,
     ForeignResults,
+    InputTokenCounter,
     RemoteBatch,
     RemoteStatus,
+    TokenCounts,
 )
 
 __all__ = [
@@ -22,8 +24,10 @@ __all__ = [
     "CandidatesUnresolved",
     "DownloadSummary",
     "ForeignResults",
+    "InputTokenCounter",
     "RemoteBatch",
     "RemoteStatus",
+    "TokenCounts",
     "create_backend",
 ]
 

@@ -25,7 +25,16 @@ from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededEr
 from ..redact import redact
 from ..server_answers import malformed
 from ..store.atomic import TEMP_MARK, fsync_dir
-from .base import BatchTag, CandidatesUnresolved, DownloadSummary, ForeignResults, RemoteBatch, RemoteStatus
+from .anthropic_tokens import count_input_tokens
+from .base import (
+    BatchTag,
+    CandidatesUnresolved,
+    DownloadSummary,
+    ForeignResults,
+    RemoteBatch,
+    RemoteStatus,
+    TokenCounts,
+)
 
 __all__ = ["AnthropicBatchBackend", "import_anthropic"]
 
@@ -259,6 +268,9 @@ class AnthropicBatchBackend:
             for output in outputs.values():
                 output.discard()
         return DownloadSummary(lines=lines, succeeded=succeeded)
+
+    def count_input_tokens(self, bodies: list[dict[str, Any]], concurrency: int) -> TokenCounts:
+        return count_input_tokens(self._sdk, self.client, bodies, concurrency, self._error)
 
     def cancel(self, remote: RemoteBatch) -> None:
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "BatchBackend",
@@ -28,8 +28,10 @@ __all__ = [
     "CandidatesUnresolved",
     "DownloadSummary",
     "ForeignResults",
+    "InputTokenCounter",
     "RemoteBatch",
     "RemoteStatus",
+    "TokenCounts",
 ]
 
 
@@ -164,4 +166,28 @@ class BatchBackend(Protocol):
 
     def delete(self, remote: RemoteBatch) -> None:
         """Delete ``remote`` and whatever the backend uploaded for it. Idempotent (gone is fine)."""
+        ...
+
+
+@dataclasses.dataclass
+class TokenCounts:
+    """Exact input tokens per request body (None: not counted, the caller keeps its estimate)."""
+
+    counts: list[int | None]
+    failure: str | None = None  # why the first uncounted body was not counted
+
+
+@runtime_checkable
+class InputTokenCounter(Protocol):
+    """A backend that can count a request's input tokens exactly, at no cost (Anthropic's count_tokens).
+
+    Optional: the engine offers ``exact_input_tokens`` only with backends that implement it.
+    """
+
+    def count_input_tokens(self, bodies: list[dict[str, Any]], concurrency: int) -> TokenCounts:
+        """The input tokens of each request body (its Messages params), ``concurrency`` calls at a time.
+
+        A body the provider cannot count (refused, rate-limited or unreachable after retries) gets None;
+        a rejected key raises ``AuthenticationError``. Nothing is bought and nothing is written.
+        """
         ...

@@ -80,6 +80,7 @@ class AnthropicAPI:
         )
         self.limiter = RateLimiter()
         self.direct_requests = 0
+        self.count_token_calls = 0
 
     def handle(self, method: str, path: str, query_text: str, headers: Any, raw: bytes) -> Answer:
         """Answer one request to a ``/v1/messages...`` path; raises ApiError (Anthropic's body) or LostResponse."""
@@ -110,6 +111,9 @@ class AnthropicAPI:
         if method == "POST" and not rest:
             return self._message(raw)
         if method == "POST" and rest == ["count_tokens"]:
+            with self.sim.lock:
+                self.count_token_calls += 1
+            self.inject_faults()  # the same fault knobs as a direct call
             return _ok(self.answerer.count_tokens(_json(raw)))
         if not rest or rest[0] != "batches":
             raise ApiError(404, f"Not found: {method} {path}")

@@ -62,6 +62,7 @@ _PARAMS = {
     "model", "max_tokens", "messages", "system", "tools", "tool_choice", "temperature", "top_p", "top_k",
     "stop_sequences", "metadata", "output_config", "thinking", "service_tier", "cache_control",
 }  # fmt: skip
+_COUNT_PARAMS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "mcp_servers"}
 _BLOCK_TYPES = {"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
 
 
@@ -119,7 +120,7 @@ def check_params(params: Any, *, count_only: bool = False) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise _invalid("The request body must be a JSON object.")
     for key in params:
-        if key not in _PARAMS:
+        if key not in (_COUNT_PARAMS if count_only else _PARAMS):
             raise _invalid(f"{key}: Extra inputs are not permitted")
     model = params.get("model")
     if not isinstance(model, str) or not model:
@@ -205,8 +206,12 @@ class AnthropicAnswerer:
         messages = []
         system = params.get("system")
         if system:
-            messages.append({"role": "system", "content": _text_of([{"type": "text", "text": system}]
-                                                                   if isinstance(system, str) else system)})
+            messages.append(
+                {
+                    "role": "system",
+                    "content": _text_of([{"type": "text", "text": system}] if isinstance(system, str) else system),
+                }
+            )
         messages += [{"role": m["role"], "content": _text_of(m["content"])} for m in params["messages"]]
         chat["messages"] = messages
         if schema is not None:

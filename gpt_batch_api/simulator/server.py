@@ -138,7 +138,7 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """``batches`` (every batch ever created, as API objects), ``files`` (stored now), ``direct_requests``,
-        ``direct_statuses`` (direct answers by HTTP status)."""
+        ``direct_statuses`` (direct answers by HTTP status), ``count_token_calls`` (Anthropic's count_tokens)."""
         batches = self.batches.all()
         with self.lock:
             return {
@@ -146,6 +146,7 @@ class Simulator:
                 "files": len(self.files.files),
                 "direct_requests": self.direct_requests,
                 "direct_statuses": dict(self.direct_statuses),
+                "count_token_calls": self.anthropic.count_token_calls,
             }
 
     # --- requests -------------------------------------------------------------------------------------

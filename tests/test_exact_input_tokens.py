@@ -1,0 +1,100 @@
+"""``--exact_input_tokens``: Anthropic's free count_tokens endpoint replaces the offline estimate of each new
+request, so the queue, the caps and the predicted costs use the tokens the provider will bill; a request that
+cannot be counted keeps its (high-side) estimate and the run goes on. Real subprocesses, the real ``anthropic``
+SDK, the simulator's count_tokens route."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
+
+anthropic = pytest.importorskip("anthropic")
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIONS = {"provider": "anthropic", "min_batch_requests": 1, "max_batch_requests": 30, "remote_update_interval": 0.5}
+
+
+def totals(task_dir: Path) -> dict:
+    return json.loads((task_dir / "numbers_state.json").read_text())["totals"]
+
+
+def run(task_dir: Path, sim: Simulator, num: int, options: dict) -> str:
+    proc = run_numbers_subprocess(task_dir, sim.base_url, num, options)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def test_exact_counts_make_the_prediction_equal_the_billed_input_tokens(tmp_path):
+    num = 70
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        out = run(tmp_path / "exact", sim, num, {**OPTIONS, "exact_input_tokens": True})
+        calls = sim.stats()["count_token_calls"]
+        run(tmp_path / "estimated", sim, num, OPTIONS)
+        assert sim.stats()["count_token_calls"] == calls, "counted without --exact_input_tokens"
+    assert calls == num  # one call per request, none for a retry or a second commit
+    assert_complete(tmp_path / "exact", num)
+    exact, estimated = totals(tmp_path / "exact"), totals(tmp_path / "estimated")
+    assert exact["prompt_tokens"] == estimated["prompt_tokens"] > 0  # the same requests, billed alike
+    assert exact["pushed_tokens"] == exact["prompt_tokens"]  # predicted = billed
+    assert estimated["pushed_tokens"] > estimated["prompt_tokens"]  # the offline estimate errs on the high side
+    assert exact["pushed_cost"] < estimated["pushed_cost"]
+    assert f"Counted the input tokens of {num} requests exactly" not in out  # committed in several pools
+    assert "Counted the input tokens of" in out and "the offline estimate was" in out
+
+
+def test_uncountable_requests_keep_their_estimate_and_the_run_goes_on(tmp_path):
+    num = 20
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        sim.config.http_500_rate = 1.0  # every direct-style call fails, count_tokens included (batches do not)
+        out = run(tmp_path, sim, num, {**OPTIONS, "exact_input_tokens": True})
+        assert sim.stats()["count_token_calls"] >= num * 3  # the SDK retried each count twice
+    assert_complete(tmp_path, num)
+    assert "Could not count the input tokens of" in out and "HTTP 500" in out
+    state = totals(tmp_path)
+    assert state["pushed_tokens"] > state["prompt_tokens"]  # estimates were kept: caps stay on the high side
+
+
+def test_a_rejected_key_stops_the_count_and_names_the_fix(tmp_path):
+    with Simulator(SimulatorConfig(**FAST_BATCHES, require_api_key="sk-ant-right")) as sim:
+        options = {**OPTIONS, "exact_input_tokens": True, "anthropic_api_key": "sk-ant-wrong"}
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 5, options)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        assert "the Anthropic API key was rejected" in out and "--anthropic_api_key" in out, out[-2000:]
+        assert "sk-ant-wrong" not in out
+        # The advised fix: the right key, then the same command.
+        run(tmp_path, sim, 5, {**options, "anthropic_api_key": "sk-ant-right"})
+    assert_complete(tmp_path, 5)
+
+
+def test_exact_counts_on_openai_are_refused_with_the_fix(tmp_path):
+    demo = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task", "utterance_emotion", "--simulate",
+            "--task_dir", str(tmp_path), "--no_progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    refused = subprocess.run([*demo, "--exact_input_tokens"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "--exact_input_tokens needs --provider anthropic" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not list(tmp_path.glob("*_state.json"))  # nothing written
+    fixed = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=300)  # the advice: without it
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+
+
+def test_a_dry_run_counts_nothing(tmp_path):
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        options = {**OPTIONS, "exact_input_tokens": True, "dryrun": True}
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 10, options)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 3, out[-2000:]  # the numbers task: not complete (a dry run does nothing)
+        assert "Dry run: would make Batch API batch 1: 10 requests" in out
+        assert sim.stats()["count_token_calls"] == 0
