@@ -863,19 +863,24 @@ class GPTRequester:
 
     @property
     def direct_lookahead(self) -> int:
+        """Requests kept cut into direct batches and not sent yet."""
         return self.direct_runner.lookahead
 
     def direct_backlog(self) -> int:
+        """Requests of direct batches that are not sent yet."""
         return self.direct_runner.backlog()
 
     @property
     def direct_busy(self) -> bool:
+        """Whether direct calls are under way (or answered batches wait to be processed)."""
         return self.direct_runner.busy
 
     def run_direct_batches(self, handler: Callable[[BatchResult], None]) -> int:
+        """Hand the direct batches to the flow and process the complete ones; returns how many were processed."""
         return self.direct_runner.run(handler)
 
     def wait_direct(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a direct batch to complete."""
         self.direct_runner.wait(timeout)
 
     # ------------------------------------------------------------------ status
