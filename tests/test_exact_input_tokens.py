@@ -70,7 +70,7 @@ def test_a_rejected_key_stops_the_count_and_names_the_fix(tmp_path):
         proc = run_numbers_subprocess(tmp_path, sim.base_url, 5, options)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0
-        assert "the Anthropic API key was rejected" in out and "--anthropic_api_key" in out, out[-2000:]
+        assert "the API key was rejected" in out and "ANTHROPIC_API_KEY or --anthropic_api_key" in out, out[-2000:]
         assert "sk-ant-wrong" not in out
         # The advised fix: the right key, then the same command.
         run(tmp_path, sim, 5, {**options, "anthropic_api_key": "sk-ant-right"})
