@@ -15,7 +15,7 @@ import pytest
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
+from .support.helpers import FAST_BATCHES, assert_complete, finish, run_numbers_subprocess
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -27,19 +27,12 @@ def totals(task_dir: Path) -> dict:
     return json.loads((task_dir / "numbers_state.json").read_text())["totals"]
 
 
-def run(task_dir: Path, sim: Simulator, num: int, options: dict) -> str:
-    proc = run_numbers_subprocess(task_dir, sim.base_url, num, options)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
 def test_exact_counts_make_the_prediction_equal_the_billed_input_tokens(tmp_path):
     num = 70
     with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
-        out = run(tmp_path / "exact", sim, num, {**OPTIONS, "exact_input_tokens": True})
+        out = finish(tmp_path / "exact", sim, num, {**OPTIONS, "exact_input_tokens": True})
         calls = sim.stats()["count_token_calls"]
-        run(tmp_path / "estimated", sim, num, OPTIONS)
+        finish(tmp_path / "estimated", sim, num, OPTIONS)
         assert sim.stats()["count_token_calls"] == calls, "counted without --exact_input_tokens"
     assert calls == num  # one call per request, none for a retry or a second commit
     assert_complete(tmp_path / "exact", num)
@@ -56,7 +49,7 @@ def test_uncountable_requests_keep_their_estimate_and_the_run_goes_on(tmp_path):
     num = 20
     with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
         sim.config.http_500_rate = 1.0  # every direct-style call fails, count_tokens included (batches do not)
-        out = run(tmp_path, sim, num, {**OPTIONS, "exact_input_tokens": True})
+        out = finish(tmp_path, sim, num, {**OPTIONS, "exact_input_tokens": True})
         assert sim.stats()["count_token_calls"] >= num * 3  # the SDK retried each count twice
     assert_complete(tmp_path, num)
     assert "Could not count the input tokens of" in out and "HTTP 500" in out
@@ -73,7 +66,7 @@ def test_a_rejected_key_stops_the_count_and_names_the_fix(tmp_path):
         assert "the API key was rejected" in out and "ANTHROPIC_API_KEY or --anthropic_api_key" in out, out[-2000:]
         assert "sk-ant-wrong" not in out
         # The advised fix: the right key, then the same command.
-        run(tmp_path, sim, 5, {**options, "anthropic_api_key": "sk-ant-right"})
+        finish(tmp_path, sim, 5, {**options, "anthropic_api_key": "sk-ant-right"})
     assert_complete(tmp_path, 5)
 
 
