@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from openai.types.chat import ChatCompletion, ParsedChatCompletion
 
 from .base import (
     Endpoint,
@@ -70,6 +69,9 @@ class ChatCompletionsEndpoint(Endpoint):
         return result
 
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        # Imported on first use: openai takes about a second to import, which a direct run need not wait for.
+        from openai.types.chat import ChatCompletion, ParsedChatCompletion
+
         if parsed is None:
             return ChatCompletion.model_validate(body)
         completion = ParsedChatCompletion[Any].model_validate(body)

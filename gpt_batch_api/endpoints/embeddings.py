@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from openai.types import CreateEmbeddingResponse
-
 from .base import Endpoint, ParsedBody, ParseSpec, retryable
 
 
@@ -29,4 +27,6 @@ class EmbeddingsEndpoint(Endpoint):
         return result
 
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        from openai.types import CreateEmbeddingResponse  # imported on first use: openai takes ~1 s to import
+
         return CreateEmbeddingResponse.model_validate(body)

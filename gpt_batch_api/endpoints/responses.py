@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from openai.types.responses import Response
 
 from .base import (
     Endpoint,
@@ -67,4 +66,6 @@ class ResponsesEndpoint(Endpoint):
         return result
 
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        from openai.types.responses import Response  # imported on first use: openai takes ~1 s to import
+
         return Response.model_validate(body)
