@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -17,6 +17,9 @@ from .base import (
     retryable,
     warning,
 )
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 
 def _is_model_class(value: Any) -> bool:
@@ -36,6 +39,9 @@ class ChatCompletionsEndpoint(Endpoint):
 
     def num_outputs(self, payload: dict[str, Any]) -> int:
         return int(payload.get("n") or 1)
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.chat(payload)
 
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()

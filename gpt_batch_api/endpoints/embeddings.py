@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Endpoint, ParsedBody, ParseSpec, retryable
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 
 class EmbeddingsEndpoint(Endpoint):
@@ -18,6 +21,12 @@ class EmbeddingsEndpoint(Endpoint):
         if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int):
             return len(inputs)
         return 1
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.embeddings(payload)
+
+    def output_limit(self, payload: dict[str, Any]) -> int | None:
+        return 0  # embeddings generate no tokens
 
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()

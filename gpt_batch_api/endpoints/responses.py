@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -17,6 +17,9 @@ from .base import (
     retryable,
     warning,
 )
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 
 class ResponsesEndpoint(Endpoint):
@@ -36,6 +39,9 @@ class ResponsesEndpoint(Endpoint):
             "format": {"type": "json_schema", **schema},
         }
         return body, class_spec(cls)
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.responses(payload)
 
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
