@@ -91,3 +91,29 @@ def test_a_dry_run_counts_nothing(tmp_path):
         assert proc.returncode == 3, out[-2000:]  # the numbers task: not complete (a dry run does nothing)
         assert "Dry run: would make Batch API batch 1: 10 requests" in out
         assert sim.stats()["count_token_calls"] == 0
+
+
+def test_an_implausibly_low_count_keeps_the_estimate(caplog):
+    """A gateway that answers count_tokens with 0 must not open the caps: such counts are not believed."""
+    from gpt_batch_api.backends import TokenCounts
+    from gpt_batch_api.costs import TokenCoster
+    from gpt_batch_api.exact_tokens import count_exactly
+    from gpt_batch_api.request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
+
+    class ZeroCounter:  # the seam's test double: what such a gateway's backend would return
+        def count_input_tokens(self, bodies, concurrency):
+            return TokenCounts(counts=[0, 95])
+
+    coster = TokenCoster(1.0, 0.1, 0.5, 5.0, 2.5)
+    cached = [
+        CachedGPTRequest(
+            item=GPTRequestItem(id=i, req=GPTRequest(payload={})),
+            info=GPTRequestInfo(100, 100, 10, 1e-4, 2.5e-5, 1e-4, 5e-5),
+            line=b'{"custom_id": "x", "body": {"model": "m"}}\n',
+        )
+        for i in range(2)
+    ]
+    count_exactly(ZeroCounter(), cached, coster)
+    assert [c.info.tokens_input for c in cached] == [100, 95]  # 0 refused, 95 believed
+    assert cached[1].info.cost_input_batch == pytest.approx(95 * 0.5 / 1e6)
+    assert "an implausible count of 0 for an estimate of 100" in caplog.text
