@@ -11,10 +11,11 @@ submit a second batch. See docs/DESIGN.md, "Exactly once without metadata".
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,8 @@ class AnthropicBatchBackend:
             if batch.processing_status != "ended":
                 running.append(view)
                 continue
-            first = next(self._result_lines(view.batch_id), None)
+            with contextlib.closing(self._result_lines(view.batch_id)) as lines:  # the first line only
+                first = next(lines, None)
             if first is not None and str(first.get("custom_id", "")).startswith(f"{tag.token}_"):
                 return view
         if len(running) > 1:
@@ -200,7 +202,7 @@ class AnthropicBatchBackend:
         view.certain = remote.certain
         return view
 
-    def _result_lines(self, batch_id: str) -> Iterator[dict[str, Any]]:
+    def _result_lines(self, batch_id: str) -> Generator[dict[str, Any], None, None]:
         """The batch's results stream, line by line, as plain dicts (streamed: never held whole)."""
         what = f"results of {batch_id}"
         try:
