@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .api_errors import status_error, unreachable
 from .direct_transports import (
     Answer,
     DirectTransport,
@@ -55,7 +56,7 @@ from .direct_transports import (
     async_client_like,
 )
 from .error_kinds import ErrorKind, advice, error_fields, error_kind
-from .errors import APIError, AuthenticationError, QuotaExceededError, ServerRefusedError
+from .errors import APIError, ServerRefusedError
 from .ratelimit import RateLimitGate, has_ratelimit_headers
 from .redact import redact
 from .store import fastjson
@@ -457,21 +458,10 @@ class DirectExecutor:
         if kind not in (ErrorKind.AUTH, ErrorKind.QUOTA, ErrorKind.URL, ErrorKind.MODEL):
             return
         status, what = answer.status, f"direct call to {path}"
-        _, _, message = error_fields(answer.body)
-        said = f"HTTP {status}: {message.strip()[:300]}" if message.strip() else f"HTTP {status}"
         error: Exception
-        if kind == ErrorKind.AUTH:
-            error = AuthenticationError(
-                redact(f"{what}: the API key was rejected ({said}). Check {transport.key_hint}."), status
-            )
-        elif kind == ErrorKind.QUOTA:
-            error = QuotaExceededError(
-                redact(
-                    f"{what}: the account is out of credit ({said}). Add credit or raise the usage limit on the "
-                    f"{transport.provider} billing page (or the gateway's budget), then rerun the same command."
-                ),
-                status,
-            )
+        if kind in (ErrorKind.AUTH, ErrorKind.QUOTA):
+            _, _, message = error_fields(answer.body)
+            error = status_error(what, status, answer.body, message, transport.words)
         else:
             model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
             why = advice(kind, status, answer.body, path=path, base_url=redact(transport.base_url), model=model)
@@ -483,12 +473,7 @@ class DirectExecutor:
 
 
 def _unreachable(transport: DirectTransport, path: str, exc: NoAnswer) -> APIError:
-    return APIError(
-        redact(
-            f"direct call to {path}: cannot reach the API server at {transport.base_url} ({exc.detail}). Check the "
-            "network or --client_base_url, then rerun the same command (nothing is lost)."
-        )
-    )
+    return unreachable(f"direct call to {path}", transport.base_url, exc.detail, transport.words)
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -31,12 +31,11 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from .api_errors import ANTHROPIC, OPENAI, ProviderWords, describe_no_answer
 from .errors import ConfigError
-from .redact import redact
 from .store import fastjson
 
 __all__ = [
-    "OPENAI_KEY_HINT",
     "AnthropicDirectTransport",
     "Answer",
     "DirectTransport",
@@ -45,12 +44,8 @@ __all__ = [
     "OpenAIDirectTransport",
     "SDKTransport",
     "async_client_like",
-    "describe_failure",
     "direct_transport_factory",
 ]
-
-OPENAI_KEY_HINT = "OPENAI_API_KEY or --openai_api_key (through a gateway: the gateway's key)"
-ANTHROPIC_KEY_HINT = "ANTHROPIC_API_KEY or --anthropic_api_key"
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,8 +74,7 @@ class DirectTransport(Protocol):
     """One provider's way of sending a direct call (see the module docstring); made on the event loop."""
 
     base_url: str  # for messages (may carry credentials: redact before showing)
-    provider: str  # "OpenAI", "Anthropic": named in messages
-    key_hint: str  # where the key comes from, for "the API key was rejected" messages
+    words: ProviderWords  # the provider's name and where its key comes from, for error messages
 
     def route(self, endpoint: str) -> str:
         """The path to post ``endpoint`` (e.g. ``/v1/chat/completions``) to, relative to ``base_url``."""
@@ -89,20 +83,6 @@ class DirectTransport(Protocol):
     async def send(self, path: str, body: Any) -> Answer: ...
 
     async def aclose(self) -> None: ...
-
-
-def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """``("timeout" | "connection_error", message)`` for a call that got no answer; the innermost cause
-    decides (the SDK's aiohttp transport reports a refused connection as "Request timed out.")."""
-    root: BaseException = exc
-    while (cause := root.__cause__ or root.__context__) is not None and cause is not exc:
-        root = cause
-    timed_out = isinstance(root, TimeoutError) or "Timeout" in type(root).__name__
-    if root is exc:
-        return ("timeout" if timed_out else "connection_error"), redact(str(exc) or type(exc).__name__)
-    if timed_out:
-        return "timeout", redact(f"no answer in time ({type(root).__name__}: {root})")
-    return "connection_error", redact(f"connection failed ({type(root).__name__}: {root})")
 
 
 def _error_body(content: bytes) -> Any:
@@ -135,8 +115,7 @@ def _timeouts(timeout: Any) -> tuple[float | None, float | None, float | None]:
 class OpenAIDirectTransport:
     """POSTs with aiohttp, headers and URLs built once (see the module docstring)."""
 
-    provider = "OpenAI"
-    key_hint = OPENAI_KEY_HINT
+    words = OPENAI
 
     def __init__(
         self, base_url: str, headers: Mapping[str, str], *, query: Mapping[str, str] | None = None, timeout: Any = None
@@ -195,7 +174,7 @@ class OpenAIDirectTransport:
                 content = await response.read()
                 status, headers = response.status, response.headers
         except Exception as exc:  # aiohttp's connection errors, timeouts, a URL it refuses: no answer
-            raise NoAnswer(*describe_failure(exc)) from exc
+            raise NoAnswer(*describe_no_answer(exc)) from exc
         if 200 <= status < 300:
             return Answer(status, headers, _success_body(content))
         return Answer(status, headers, _error_body(content))
@@ -272,8 +251,7 @@ def _response_class(sdk: Any) -> type:
 class SDKTransport:
     """Through a Stainless SDK's async client (``AsyncOpenAI``, ``AsyncAzureOpenAI``, ``AsyncAnthropic``)."""
 
-    provider = "OpenAI"
-    key_hint = OPENAI_KEY_HINT
+    words = OPENAI
     strips_v1 = True  # OpenAI's base URL ends in /v1; Anthropic's does not
 
     def __init__(self, client: Any, sdk: Any = None) -> None:
@@ -299,7 +277,7 @@ class SDKTransport:
                 content = b""
             return Answer(exc.status_code, exc.response.headers, _error_body(content))
         except sdk.APIConnectionError as exc:  # a timeout is one of these
-            raise NoAnswer(*describe_failure(exc)) from exc
+            raise NoAnswer(*describe_no_answer(exc)) from exc
         return Answer(response.status_code, response.headers, _success_body(response.content))
 
     async def aclose(self) -> None:
@@ -312,8 +290,7 @@ class SDKTransport:
 class AnthropicDirectTransport(SDKTransport):
     """Anthropic's Messages API through ``anthropic.AsyncAnthropic`` (over aiohttp when the SDK offers it)."""
 
-    provider = "Anthropic"
-    key_hint = ANTHROPIC_KEY_HINT
+    words = ANTHROPIC
     strips_v1 = False
 
     def __init__(self, client: Any) -> None:

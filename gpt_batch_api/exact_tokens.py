@@ -21,6 +21,9 @@ __all__ = ["EXACT_COUNT_CONCURRENCY", "count_exactly"]
 log = logging.getLogger(__name__)
 
 EXACT_COUNT_CONCURRENCY = 8  # calls in flight: count_tokens has its own, modest, requests-per-minute limit
+# A count below this share of the offline estimate (which errs high by ~10%) is not believed: a gateway that
+# answers 0 must not open the caps. Keeping the estimate only ever errs on the safe side.
+IMPLAUSIBLE_SHARE = 1 / 3
 
 
 def count_exactly(counter: InputTokenCounter, cached_reqs: list[CachedGPTRequest], coster: TokenCoster) -> None:
@@ -30,10 +33,14 @@ def count_exactly(counter: InputTokenCounter, cached_reqs: list[CachedGPTRequest
     bodies: list[dict[str, Any]] = [orjson.loads(cached.line)["body"] for cached in cached_reqs]
     result = counter.count_input_tokens(bodies, EXACT_COUNT_CONCURRENCY)
     estimated = exact = counted = 0
+    failure = result.failure
     for cached, tokens in zip(cached_reqs, result.counts, strict=True):
         if tokens is None:
             continue
         info = cached.info
+        if tokens < info.tokens_input * IMPLAUSIBLE_SHARE:
+            failure = failure or f"an implausible count of {tokens} for an estimate of {info.tokens_input}"
+            continue
         estimated += info.tokens_input
         exact += tokens
         counted += 1
@@ -54,5 +61,5 @@ def count_exactly(counter: InputTokenCounter, cached_reqs: list[CachedGPTRequest
             "which is on the high side.",
             len(cached_reqs) - counted,
             len(cached_reqs),
-            result.failure,
+            failure,
         )

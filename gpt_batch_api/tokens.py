@@ -19,6 +19,8 @@ from typing import Any
 import tiktoken
 
 from .encodings import encoding_for_model, get_encoding
+from .endpoints import ENDPOINTS
+from .endpoints.base import requested_output_limit
 from .endpoints.messages import messages_input_tokens
 from .token_images import image_rule_for_model, image_size_from_data_url, image_tokens
 
@@ -91,20 +93,26 @@ class TokenEstimator:
     # ------------------------------------------------------------------ input
 
     def payload_input_tokens(self, payload: dict[str, Any], endpoint: str) -> InputTokens:
-        endpoint = endpoint.removeprefix("/v1")
-        model = str(payload.get("model", ""))
-        if endpoint == "/chat/completions":
-            return self._chat(payload, model)
-        if endpoint == "/responses":
-            return self._responses(payload, model)
-        if endpoint == "/embeddings":
-            return self._embeddings(payload, model)
-        if endpoint == "/messages":  # Claude's tokenizer is not public: a high-side estimate (endpoints/messages.py)
-            return InputTokens(text=messages_input_tokens(payload, _count_cl100k), exact=False)
-        self._warn(f"endpoint:{endpoint}", f"no recipe for {endpoint}; counting the JSON body")
-        return InputTokens(text=len(self._encoding(model).encode(json.dumps(payload, default=str))), exact=False)
+        """Predicted input tokens of ``payload`` sent to ``endpoint`` (the endpoint picks its recipe below)."""
+        recipe = ENDPOINTS.get(endpoint if endpoint.startswith("/v1") else f"/v1{endpoint}")
+        if recipe is None:
+            self._warn(f"endpoint:{endpoint}", f"no recipe for {endpoint}; counting the JSON body")
+            return self.json_body(payload)
+        return recipe.input_tokens(payload, self)
 
-    def _chat(self, payload: dict[str, Any], model: str) -> InputTokens:
+    # The recipes, one per request shape; each endpoint's ``input_tokens`` says which applies.
+
+    def json_body(self, payload: dict[str, Any]) -> InputTokens:
+        """The JSON text of the whole body (an estimate, for a shape with no recipe)."""
+        enc = self._encoding(str(payload.get("model", "")))
+        return InputTokens(text=len(enc.encode(json.dumps(payload, default=str))), exact=False)
+
+    def claude_messages(self, payload: dict[str, Any]) -> InputTokens:
+        """Anthropic Messages: Claude's tokenizer is not public, so a high-side estimate (endpoints/messages.py)."""
+        return InputTokens(text=messages_input_tokens(payload, _count_cl100k), exact=False)
+
+    def chat(self, payload: dict[str, Any]) -> InputTokens:
+        model = str(payload.get("model", ""))
         enc = self._encoding(model)
         legacy = model.startswith("gpt-3.5-turbo-0301")
         per_message, per_name = (4, -1) if legacy else (3, 1)
@@ -181,7 +189,8 @@ class TokenEstimator:
         key = json.dumps(schema, sort_keys=False, separators=(",", ":"), default=str)
         return _json_tokens(key, _encoding_name(model)) + RESPONSE_FORMAT_OVERHEAD
 
-    def _responses(self, payload: dict[str, Any], model: str) -> InputTokens:
+    def responses(self, payload: dict[str, Any]) -> InputTokens:
+        model = str(payload.get("model", ""))
         enc = self._encoding(model)
         result = InputTokens(fixed=3)
         if payload.get("instructions"):
@@ -211,7 +220,8 @@ class TokenEstimator:
             result.exact = False
         return result
 
-    def _embeddings(self, payload: dict[str, Any], model: str) -> InputTokens:
+    def embeddings(self, payload: dict[str, Any]) -> InputTokens:
+        model = str(payload.get("model", ""))
         data = payload.get("input", "")
         enc = get_encoding("cl100k_base") if model.startswith("text-embedding") else self._encoding(model)
         if isinstance(data, str):
@@ -230,17 +240,16 @@ class TokenEstimator:
         return round(self.payload_output_limit(payload, endpoint) * self.assumed_completion_ratio)
 
     def payload_output_limit(self, payload: dict[str, Any], endpoint: str, *, warn: bool = True) -> int:
-        """The most output tokens the request allows: its output limit x number of choices."""
-        endpoint = endpoint.removeprefix("/v1")
-        if endpoint == "/embeddings":
-            return 0
-        limit = payload.get("max_completion_tokens") or payload.get("max_tokens") or payload.get("max_output_tokens")
-        if not limit:
+        """The most output tokens the request allows: its output limit x number of outputs (the endpoint's)."""
+        recipe = ENDPOINTS.get(endpoint if endpoint.startswith("/v1") else f"/v1{endpoint}")
+        limit = recipe.output_limit(payload) if recipe is not None else requested_output_limit(payload)
+        if limit is None:
             if warn:
                 self._warn("no-limit", f"a request sets no output token limit; assuming {DEFAULT_MAX_OUTPUT_TOKENS}")
             limit = DEFAULT_MAX_OUTPUT_TOKENS
-        n = int(payload.get("n") or 1) if endpoint == "/chat/completions" else 1
-        return int(limit) * n
+            if recipe is not None:
+                limit *= recipe.num_outputs(payload)
+        return limit
 
 
 def _count_cl100k(text: str) -> int:

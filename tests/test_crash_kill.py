@@ -7,16 +7,20 @@ state agrees with the output, no local batch was pushed twice, and no stray temp
 
 from __future__ import annotations
 
-import random
-import signal
-import time
 from collections import Counter
 
 import pytest
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
+from .support.helpers import (
+    FAST_BATCHES,
+    assert_complete,
+    assert_no_temp_files,
+    finish,
+    kill_and_interrupt,
+    run_numbers_subprocess,
+)
 
 OPTIONS = {
     "min_batch_requests": 20,
@@ -38,29 +42,6 @@ def assert_exactly_once(sim: Simulator) -> None:
     keys = pushed_batch_keys(sim)
     duplicates = [key for key, count in Counter(keys).items() if count > 1]
     assert not duplicates, f"local batches pushed twice: {duplicates}"
-
-
-def assert_no_temp_files(task_dir) -> None:
-    stray = [p.name for p in task_dir.iterdir() if ".tmp" in p.name or p.name.endswith("_journal.json")]
-    assert not stray, stray
-
-
-def wait_until_running(task_dir, proc, timeout: float = 30.0) -> None:
-    """Wait until ``proc`` holds the task lock (its signal handling is installed by then; a Ctrl+C during
-    Python's start-up would just be a traceback, and a kill then tests nothing)."""
-    holder = task_dir / "numbers.lock.holder"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if holder.exists() and f"pid {proc.pid} " in holder.read_text():
-            return
-        time.sleep(0.02)
-
-
-def finish(task_dir, sim, num, options, **kw) -> str:
-    proc = run_numbers_subprocess(task_dir, sim.base_url, num, options, **kw)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out[-3000:]
-    return out
 
 
 @pytest.mark.parametrize(
@@ -94,29 +75,12 @@ def test_crash_at_each_point_then_resume(tmp_path, point):
 
 
 def test_random_kills_and_interrupts_lose_and_duplicate_nothing(tmp_path):
-    rng = random.Random(1234)
     # Batches take a few seconds, so that kills land in every phase: generation, push, wait, processing.
     config = SimulatorConfig(validating_s=0.3, in_progress_s=8.0, finalizing_s=0.2, latency_ms=5)
     config.error_line_rate = 0.03
     with Simulator(config) as sim:
-        num, kills, interrupts = 300, 0, 0
-        for round_num in range(14):
-            proc = run_numbers_subprocess(tmp_path, sim.base_url, num, OPTIONS, chunk=25)
-            wait_until_running(tmp_path, proc)
-            time.sleep(rng.uniform(0.05, 1.2))
-            if proc.poll() is not None:
-                out = proc.stdout.read()
-                assert proc.returncode == 0, out[-3000:]
-                break
-            if round_num % 3 == 2:
-                proc.send_signal(signal.SIGINT)
-                interrupts += 1
-                out, _ = proc.communicate(timeout=60)
-                assert proc.returncode in (0, 130), out[-3000:]
-            else:
-                proc.kill()
-                kills += 1
-                proc.communicate(timeout=30)
+        num = 300
+        kills, _ = kill_and_interrupt(tmp_path, sim, num, OPTIONS, rounds=14, seed=1234, max_wait_s=1.2)
         finish(tmp_path, sim, num, OPTIONS, chunk=25)
         assert kills >= 3
         assert_complete(tmp_path, num)

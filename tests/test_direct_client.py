@@ -14,6 +14,7 @@ from gpt_batch_api.direct import async_client_like
 from gpt_batch_api.errors import ConfigError
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
+from .support.helpers import OneShotProxy
 from .support.numbers_task import NumbersTask
 
 
@@ -107,22 +108,6 @@ def test_a_client_we_cannot_copy_asks_for_make_async_client(tmp_path):
 
 def test_direct_calls_go_through_the_proxy_of_the_environment(monkeypatch):
     # Clusters reach the API through HTTP(S)_PROXY: the async transport must honour it like the sync one.
-    proxy = socket.socket()
-    proxy.bind(("127.0.0.1", 0))
-    proxy.listen(4)
-    seen: list[bytes] = []
-
-    def answer() -> None:
-        conn, _ = proxy.accept()
-        with conn:
-            seen.append(conn.recv(65536).split(b"\r\n")[0])
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     sync = openai.OpenAI(api_key="sk-test", base_url="http://api.example.invalid/v1", timeout=5.0)
 
     async def call() -> None:
@@ -132,7 +117,6 @@ def test_direct_calls_go_through_the_proxy_of_the_environment(monkeypatch):
         finally:
             await client.close()
 
-    with proxy:
+    with OneShotProxy(monkeypatch) as proxy:
         asyncio.run(call())
-        thread.join(timeout=5)
-    assert seen == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]
+    assert proxy.seen == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]

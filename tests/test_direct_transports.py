@@ -31,7 +31,7 @@ from gpt_batch_api.error_kinds import ErrorKind, error_kind
 from gpt_batch_api.errors import APIError, AuthenticationError, ConfigError, QuotaExceededError, ServerRefusedError
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from .support.helpers import REPO
+from .support.helpers import REPO, OneShotProxy
 
 MODEL = "claude-haiku-4-5"
 KEY = "sk-ant-test"
@@ -200,28 +200,11 @@ def test_no_answer_is_told_apart_from_a_cut_body(recorder):
 
 
 def test_the_openai_transport_goes_through_the_proxy_of_the_environment(monkeypatch):
-    proxy = socket.socket()
-    proxy.bind(("127.0.0.1", 0))
-    proxy.listen(4)
-    seen: list[bytes] = []
-
-    def answer() -> None:
-        conn, _ = proxy.accept()
-        with conn:
-            seen.append(conn.recv(65536).split(b"\r\n")[0])
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
     client = openai.OpenAI(api_key="sk-test", base_url="http://api.example.invalid/v1", timeout=5.0)
-    with proxy:
+    with OneShotProxy(monkeypatch) as proxy:
         (answered,) = _send_all(direct_transport_factory("openai", client), [("/v1/chat/completions", {})])
-        thread.join(timeout=5)
     assert answered.status == 200
-    assert seen == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]
+    assert proxy.seen == [b"POST http://api.example.invalid/v1/chat/completions HTTP/1.1"]
 
 
 # ---------------------------------------------------------------------------------------------------- Anthropic

@@ -15,7 +15,7 @@ import pytest
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
+from .support.helpers import FAST_BATCHES, assert_complete, finish, run_numbers_subprocess
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -27,19 +27,12 @@ def totals(task_dir: Path) -> dict:
     return json.loads((task_dir / "numbers_state.json").read_text())["totals"]
 
 
-def run(task_dir: Path, sim: Simulator, num: int, options: dict) -> str:
-    proc = run_numbers_subprocess(task_dir, sim.base_url, num, options)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
 def test_exact_counts_make_the_prediction_equal_the_billed_input_tokens(tmp_path):
     num = 70
     with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
-        out = run(tmp_path / "exact", sim, num, {**OPTIONS, "exact_input_tokens": True})
+        out = finish(tmp_path / "exact", sim, num, {**OPTIONS, "exact_input_tokens": True})
         calls = sim.stats()["count_token_calls"]
-        run(tmp_path / "estimated", sim, num, OPTIONS)
+        finish(tmp_path / "estimated", sim, num, OPTIONS)
         assert sim.stats()["count_token_calls"] == calls, "counted without --exact_input_tokens"
     assert calls == num  # one call per request, none for a retry or a second commit
     assert_complete(tmp_path / "exact", num)
@@ -56,7 +49,7 @@ def test_uncountable_requests_keep_their_estimate_and_the_run_goes_on(tmp_path):
     num = 20
     with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
         sim.config.http_500_rate = 1.0  # every direct-style call fails, count_tokens included (batches do not)
-        out = run(tmp_path, sim, num, {**OPTIONS, "exact_input_tokens": True})
+        out = finish(tmp_path, sim, num, {**OPTIONS, "exact_input_tokens": True})
         assert sim.stats()["count_token_calls"] >= num * 3  # the SDK retried each count twice
     assert_complete(tmp_path, num)
     assert "Could not count the input tokens of" in out and "HTTP 500" in out
@@ -70,10 +63,10 @@ def test_a_rejected_key_stops_the_count_and_names_the_fix(tmp_path):
         proc = run_numbers_subprocess(tmp_path, sim.base_url, 5, options)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0
-        assert "the Anthropic API key was rejected" in out and "--anthropic_api_key" in out, out[-2000:]
+        assert "the API key was rejected" in out and "ANTHROPIC_API_KEY or --anthropic_api_key" in out, out[-2000:]
         assert "sk-ant-wrong" not in out
         # The advised fix: the right key, then the same command.
-        run(tmp_path, sim, 5, {**options, "anthropic_api_key": "sk-ant-right"})
+        finish(tmp_path, sim, 5, {**options, "anthropic_api_key": "sk-ant-right"})
     assert_complete(tmp_path, 5)
 
 
@@ -98,3 +91,29 @@ def test_a_dry_run_counts_nothing(tmp_path):
         assert proc.returncode == 3, out[-2000:]  # the numbers task: not complete (a dry run does nothing)
         assert "Dry run: would make Batch API batch 1: 10 requests" in out
         assert sim.stats()["count_token_calls"] == 0
+
+
+def test_an_implausibly_low_count_keeps_the_estimate(caplog):
+    """A gateway that answers count_tokens with 0 must not open the caps: such counts are not believed."""
+    from gpt_batch_api.backends import TokenCounts
+    from gpt_batch_api.costs import TokenCoster
+    from gpt_batch_api.exact_tokens import count_exactly
+    from gpt_batch_api.request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
+
+    class ZeroCounter:  # the seam's test double: what such a gateway's backend would return
+        def count_input_tokens(self, bodies, concurrency):
+            return TokenCounts(counts=[0, 95])
+
+    coster = TokenCoster(1.0, 0.1, 0.5, 5.0, 2.5)
+    cached = [
+        CachedGPTRequest(
+            item=GPTRequestItem(id=i, req=GPTRequest(payload={})),
+            info=GPTRequestInfo(100, 100, 10, 1e-4, 2.5e-5, 1e-4, 5e-5),
+            line=b'{"custom_id": "x", "body": {"model": "m"}}\n',
+        )
+        for i in range(2)
+    ]
+    count_exactly(ZeroCounter(), cached, coster)
+    assert [c.info.tokens_input for c in cached] == [100, 95]  # 0 refused, 95 believed
+    assert cached[1].info.cost_input_batch == pytest.approx(95 * 0.5 / 1e6)
+    assert "an implausible count of 0 for an estimate of 100" in caplog.text

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,8 +15,14 @@ import pytest
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from .support.helpers import FAST_BATCHES, assert_complete, run_numbers_subprocess
-from .test_crash_kill import assert_no_temp_files, wait_until_running
+from .support.helpers import (
+    FAST_BATCHES,
+    assert_complete,
+    assert_no_temp_files,
+    finish,
+    kill_and_interrupt,
+    run_numbers_subprocess,
+)
 
 pytest.importorskip("anthropic")
 
@@ -43,13 +46,6 @@ def remote_batches_per_local_batch(sim: Simulator) -> Counter[str]:
 def assert_exactly_once(sim: Simulator) -> None:
     counts = remote_batches_per_local_batch(sim)
     assert counts and max(counts.values()) == 1, f"local batches submitted twice: {counts}"
-
-
-def finish(task_dir: Path, sim: Simulator, num: int, options: dict) -> str:
-    proc = run_numbers_subprocess(task_dir, sim.base_url, num, options)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out[-3000:]
-    return out
 
 
 @pytest.mark.parametrize("task, samples", [("utterance_emotion", 45), ("char_codes", 1140)])
@@ -95,30 +91,12 @@ def test_lost_create_answers_are_adopted_not_submitted_again(tmp_path):
 
 
 def test_random_kills_and_interrupts_submit_each_batch_once(tmp_path):
-    rng = random.Random(4321)
     config = SimulatorConfig(validating_s=0.3, in_progress_s=4.0, finalizing_s=0.2, latency_ms=5)
     config.error_line_rate = 0.03
     options = {**OPTIONS, "max_batch_requests": 25}
-    kills = interrupts = 0
     with Simulator(config) as sim:
         num = 200
-        for round_num in range(10):
-            proc = run_numbers_subprocess(tmp_path, sim.base_url, num, options, chunk=25)
-            wait_until_running(tmp_path, proc)
-            time.sleep(rng.uniform(0.05, 1.5))
-            if proc.poll() is not None:
-                out = proc.stdout.read()
-                assert proc.returncode == 0, out[-3000:]
-                break
-            if round_num % 3 == 2:
-                proc.send_signal(signal.SIGINT)
-                interrupts += 1
-                out, _ = proc.communicate(timeout=60)
-                assert proc.returncode in (0, 130), out[-3000:]
-            else:
-                proc.kill()
-                kills += 1
-                proc.communicate(timeout=30)
+        kills, interrupts = kill_and_interrupt(tmp_path, sim, num, options, rounds=10, seed=4321, max_wait_s=1.5)
         finish(tmp_path, sim, num, options)
         assert_complete(tmp_path, num)
         assert_exactly_once(sim)

@@ -258,3 +258,30 @@ def test_tokens_test_tool_reports_zero_difference_on_text_against_the_simulator(
     image = next(line for line in out.splitlines() if line.startswith("image-low "))
     assert image.split()[2] == "approx" and int(image.split()[-1]) > 1000
     assert "diff = estimate - reported" in out and "counts no image tokens" in out
+
+
+def test_each_endpoint_picks_its_recipe_and_a_new_endpoint_needs_no_change_here(monkeypatch):
+    from gpt_batch_api import endpoints
+    from gpt_batch_api.endpoints.embeddings import EmbeddingsEndpoint
+    from gpt_batch_api.tokens import InputTokens
+
+    class Rerank(EmbeddingsEndpoint):  # a made-up endpoint with its own recipe and output limit
+        path = "/v1/rerank"
+
+        def input_tokens(self, payload, estimator):
+            return InputTokens(text=7 * len(payload["documents"]), exact=False)
+
+        def output_limit(self, payload):
+            return 3
+
+    monkeypatch.setitem(endpoints.ENDPOINTS, Rerank.path, Rerank())
+    est = TokenEstimator(warn="never", assumed_completion_ratio=1.0)
+    assert est.payload_input_tokens({"documents": ["a", "b"]}, "/v1/rerank").total == 14
+    assert est.payload_output_tokens({"documents": []}, "/rerank") == 3
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, "n": 2}
+    assert est.payload_input_tokens(chat, CHAT).exact and est.payload_output_tokens(chat, CHAT) == 20
+    claude = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    assert not est.payload_input_tokens(claude, "/v1/messages").exact  # Claude's count is an estimate
+    assert est.payload_output_tokens({"model": "gpt-4o", "messages": []}, CHAT) == 4096  # no limit: the default
+    unknown = est.payload_input_tokens({"model": "gpt-4o", "x": "some text"}, "/v1/unknown")
+    assert unknown.total > 0 and not unknown.exact  # no recipe: the JSON body

@@ -11,18 +11,18 @@ submit a second batch. See docs/DESIGN.md, "Exactly once without metadata".
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..error_kinds import ErrorKind, error_kind
-from ..errors import APIError, AuthenticationError, ConfigError, QuotaExceededError, StopRequested
-from ..redact import redact
+from ..api_errors import ANTHROPIC, describe_no_answer, status_error, unreachable
+from ..errors import APIError, ConfigError, StopRequested
 from ..server_answers import malformed
 from ..store.atomic import TEMP_MARK, fsync_dir
 from .anthropic_tokens import count_input_tokens
@@ -98,31 +98,9 @@ class AnthropicBatchBackend:
             raise malformed(what, f"{type(exc).__name__}: {exc}") from None
 
     def _error(self, exc: Any, what: str) -> APIError:
-        sdk = self._sdk
-        if isinstance(exc, sdk.APIStatusError):
-            message = _error_message(exc)
-            kind = error_kind(exc.status_code, exc.body)  # read like OpenAI's, gateways included
-            if kind == ErrorKind.AUTH:
-                return AuthenticationError(
-                    f"{what}: the Anthropic API key was rejected ({exc.status_code}: {message}). Check "
-                    "ANTHROPIC_API_KEY or --anthropic_api_key, then rerun the same command.",
-                    exc.status_code,
-                )
-            if kind == ErrorKind.QUOTA:
-                return QuotaExceededError(
-                    f"{what}: the Anthropic account is out of credit ({message}). Add credit in the Anthropic "
-                    "console (Plans & Billing), then rerun the same command.",
-                    exc.status_code,
-                )
-            transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
-            return APIError(
-                f"{what} failed with HTTP {exc.status_code}: {message}", exc.status_code, transient=transient
-            )
-        return APIError(
-            f"{what}: cannot reach the Anthropic API at {redact(str(self.client.base_url))} ({exc}). Check the "
-            "network or the base URL, then rerun the same command (nothing is lost).",
-            transient=True,
-        )
+        if isinstance(exc, self._sdk.APIStatusError):
+            return status_error(what, exc.status_code, exc.body, _error_message(exc), ANTHROPIC)
+        return unreachable(what, str(self.client.base_url), describe_no_answer(exc)[1], ANTHROPIC)
 
     def _view(self, batch: Any) -> RemoteBatch:
         counts = batch.request_counts
@@ -199,7 +177,8 @@ class AnthropicBatchBackend:
             if batch.processing_status != "ended":
                 running.append(view)
                 continue
-            first = next(self._result_lines(view.batch_id), None)
+            with contextlib.closing(self._result_lines(view.batch_id)) as lines:  # the first line only
+                first = next(lines, None)
             if first is not None and str(first.get("custom_id", "")).startswith(f"{tag.token}_"):
                 return view
         if len(running) > 1:
@@ -223,7 +202,7 @@ class AnthropicBatchBackend:
         view.certain = remote.certain
         return view
 
-    def _result_lines(self, batch_id: str) -> Iterator[dict[str, Any]]:
+    def _result_lines(self, batch_id: str) -> Generator[dict[str, Any], None, None]:
         """The batch's results stream, line by line, as plain dicts (streamed: never held whole)."""
         what = f"results of {batch_id}"
         try:

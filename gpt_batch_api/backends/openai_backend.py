@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import openai
 
-from ..downloads import download_file
 from ..error_kinds import STOPS_RUN, error_kind
 from ..errors import APIError, BatchAPIUnavailableError, StopRequested
 from ..redact import redact
 from ..server_answers import KNOWN_BATCH_STATUSES, checked_answer, malformed
 from .base import BatchTag, DownloadSummary, ForeignResults, RemoteBatch, RemoteStatus
+from .openai_downloads import download_file
 from .openai_errors import translate_api_error
 
 __all__ = ["OpenAIBatchBackend"]

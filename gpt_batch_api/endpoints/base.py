@@ -7,12 +7,15 @@ import dataclasses
 import functools
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from ..errors import ConfigError
 from ..results import ErrorInfo
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 __all__ = ["Endpoint", "ParseSpec", "ParsedBody", "class_spec", "resolve_class"]
 
@@ -125,3 +128,18 @@ class Endpoint(abc.ABC):
     def num_outputs(self, payload: dict[str, Any]) -> int:
         """How many outputs one request asks for (e.g. chat ``n``)."""
         return 1
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        """The predicted input tokens of one request: the endpoint picks the estimator's recipe for its shape."""
+        return estimator.json_body(payload)
+
+    def output_limit(self, payload: dict[str, Any]) -> int | None:
+        """The most output tokens one request allows, all its outputs together (None: it sets no limit)."""
+        limit = requested_output_limit(payload)
+        return limit * self.num_outputs(payload) if limit is not None else None
+
+
+def requested_output_limit(payload: dict[str, Any]) -> int | None:
+    """The output token limit a request sets, whichever API's name it uses."""
+    limit = payload.get("max_completion_tokens") or payload.get("max_tokens") or payload.get("max_output_tokens")
+    return int(limit) if limit else None

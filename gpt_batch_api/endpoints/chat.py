@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
-from openai.types.chat import ChatCompletion, ParsedChatCompletion
 
 from .base import (
     Endpoint,
@@ -18,6 +17,9 @@ from .base import (
     retryable,
     warning,
 )
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 
 def _is_model_class(value: Any) -> bool:
@@ -37,6 +39,9 @@ class ChatCompletionsEndpoint(Endpoint):
 
     def num_outputs(self, payload: dict[str, Any]) -> int:
         return int(payload.get("n") or 1)
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.chat(payload)
 
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
@@ -70,6 +75,9 @@ class ChatCompletionsEndpoint(Endpoint):
         return result
 
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        # Imported on first use: openai takes about a second to import, which a direct run need not wait for.
+        from openai.types.chat import ChatCompletion, ParsedChatCompletion
+
         if parsed is None:
             return ChatCompletion.model_validate(body)
         completion = ParsedChatCompletion[Any].model_validate(body)

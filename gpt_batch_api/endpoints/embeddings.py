@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from openai.types import CreateEmbeddingResponse
+from typing import TYPE_CHECKING, Any
 
 from .base import Endpoint, ParsedBody, ParseSpec, retryable
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 
 class EmbeddingsEndpoint(Endpoint):
@@ -21,6 +22,12 @@ class EmbeddingsEndpoint(Endpoint):
             return len(inputs)
         return 1
 
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.embeddings(payload)
+
+    def output_limit(self, payload: dict[str, Any]) -> int | None:
+        return 0  # embeddings generate no tokens
+
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
         got, expected = len(body.get("data") or []), num_outputs
@@ -29,4 +36,6 @@ class EmbeddingsEndpoint(Endpoint):
         return result
 
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        from openai.types import CreateEmbeddingResponse  # imported on first use: openai takes ~1 s to import
+
         return CreateEmbeddingResponse.model_validate(body)

@@ -15,11 +15,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from .base import Endpoint, ParsedBody, ParseSpec, class_spec, resolve_class, retryable, warning
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 __all__ = ["MessagesEndpoint", "messages_input_tokens", "tool_for"]
 
@@ -97,6 +100,9 @@ class MessagesEndpoint(Endpoint):
         body["tools"] = [*(payload.get("tools") or []), tool_for(response_format)]
         body["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL}
         return body, class_spec(response_format)
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.claude_messages(payload)
 
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
-from openai.types.responses import Response
 
 from .base import (
     Endpoint,
@@ -18,6 +17,9 @@ from .base import (
     retryable,
     warning,
 )
+
+if TYPE_CHECKING:
+    from ..tokens import InputTokens, TokenEstimator
 
 
 class ResponsesEndpoint(Endpoint):
@@ -37,6 +39,9 @@ class ResponsesEndpoint(Endpoint):
             "format": {"type": "json_schema", **schema},
         }
         return body, class_spec(cls)
+
+    def input_tokens(self, payload: dict[str, Any], estimator: TokenEstimator) -> InputTokens:
+        return estimator.responses(payload)
 
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
@@ -67,4 +72,6 @@ class ResponsesEndpoint(Endpoint):
         return result
 
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
+        from openai.types.responses import Response  # imported on first use: openai takes ~1 s to import
+
         return Response.model_validate(body)

@@ -33,7 +33,7 @@ from typing import Any
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 from gpt_batch_api.store.layout import TaskLayout
-from tests.support.helpers import read_task_state
+from tests.support.helpers import read_task_state, wait_until_running
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,20 +160,6 @@ class TaskSpec:
             stderr=subprocess.STDOUT,
             text=True,
         )
-
-
-def wait_until_running(task_dir: Path, prefix: str, proc: subprocess.Popen, timeout: float = 30.0) -> bool:
-    """Wait until ``proc`` holds the task lock (so its signal handling is installed); False if it ended first."""
-    holder = task_dir / f"{prefix}.lock.holder"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if f"pid {proc.pid} " in holder.read_text():
-                return True
-        except OSError:
-            pass
-        time.sleep(0.02)
-    return False
 
 
 @dataclasses.dataclass

@@ -18,7 +18,7 @@ from typing import Any
 
 import openai
 
-from .store.atomic import TEMP_MARK, fsync_dir, raise_as_disk_error
+from ..store.atomic import TEMP_MARK, fsync_dir, raise_as_disk_error
 
 __all__ = ["download_file"]
 
