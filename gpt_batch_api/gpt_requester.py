@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import math
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestIte
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
 from .results import BatchResult
+from .server_identity import is_loopback_url, server_identity
 from .store import fastjson
 from .store.atomic import cleanup_temp_files, crash_point, fsync_dir, raise_as_disk_error
 from .store.jsonl import JsonlAppender, corrupt_line_error, read_raw_lines, recover_jsonl
@@ -86,19 +85,6 @@ def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
 
 LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to loopback servers when the user set no key
 TAIL_BATCHES_PER_CONCURRENCY = 4  # the end of a direct run is cut into batches of direct_concurrency / this
-
-
-def is_loopback_url(url: str | None) -> bool:
-    """True for a base URL on this machine (127.x.x.x, ::1 or localhost)."""
-    if not url:
-        return False
-    host = urllib.parse.urlsplit(str(url)).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_task_dir(task_dir: Path) -> None:
@@ -178,6 +164,7 @@ class GPTRequester:
             budget=self.budget,
             events=self.events,
             backend=lambda: self.backend,
+            server=lambda: server_identity(self.api_base_url),
             commit=self.commit,
             stop_check=lambda: self.stop_check(),  # the TaskManager sets stop_check and interruptible later
             interruptible=lambda: self.interruptible(),
@@ -295,12 +282,14 @@ class GPTRequester:
                     str(self.layout.requester_state),
                 )
             log.warning("%s. Starting the requests afresh, as asked (--wipe_requests).", problem)
-            if self.S.endpoint != self.endpoint.path and (self.S.queue.num_requests or self.S.batches):
+        if not wiping and (self.S.queue.num_requests or self.S.batches):
+            self._refuse_batches_of_another_provider()
+            if self.S.endpoint != self.endpoint.path:
                 raise ConfigError(
                     f"This task's pending requests are for {self.S.endpoint}, not {self.endpoint.path}. Use the "
                     "same endpoint, or wipe the pending requests with --wipe_requests."
                 )
-            self.S.endpoint = self.endpoint.path
+        self.S.endpoint = self.endpoint.path
         if self.dryrun:
             return
         self._remove_stray_files()
@@ -315,6 +304,26 @@ class GPTRequester:
             self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
         for batch in self.S.batches_in(BatchStatus.DIRECT):
             recover_jsonl(self.layout.batch_results(batch.id))
+
+    def _refuse_batches_of_another_provider(self) -> None:
+        """Batches in flight can only be polled, collected or cancelled through the provider that has them: stop,
+        changing nothing, when this run uses another one."""
+        current = self._backend.name if self._backend is not None else self.opts.provider
+        theirs = [
+            b
+            for b in self.S.batches_in(BatchStatus.PUSHING, BatchStatus.REMOTE)
+            if (b.remote.sent_backend or b.remote.backend) not in (None, current)
+        ]
+        if not theirs:
+            return
+        provider = theirs[0].remote.sent_backend or theirs[0].remote.backend
+        listed = ", ".join(f"{b.id} ({b.remote.batch_id or 'push not confirmed'})" for b in theirs)
+        raise ConfigError(
+            f"Batches {listed} of this task were sent to {provider}, but this run uses --provider {current}. Nothing "
+            f"was changed. Finish them first: rerun with --provider {provider}, then switch. Or drop them with "
+            f"--wipe_requests (their requests are sent again through {current}; batches still running on {provider} "
+            "are not cancelled: cancel them there)."
+        )
 
     def task_evidence(self) -> list[str]:
         """Names of this task's files that only a committed run writes (a killed first run leaves none of them:

@@ -26,6 +26,7 @@ from .errors import (
     APIError,
     AuthenticationError,
     BatchAPIUnavailableError,
+    ConfigError,
     QuotaExceededError,
 )
 from .events import BATCH_FINISHED, BATCH_PUSHED, REMOTE_PROGRESS, EventBus
@@ -59,8 +60,10 @@ def _worth_waiting_out(exc: APIError) -> bool:
     return exc.transient
 
 
-def remote_info(remote: RemoteBatch, handles: dict[str, str] | None = None) -> RemoteInfo:
-    """The persisted form of a backend's view (``handles`` from ``prepare`` are kept unless replaced)."""
+def remote_info(remote: RemoteBatch, previous: RemoteInfo | None = None) -> RemoteInfo:
+    """The persisted form of a backend's view; what ``previous`` knew of the push (the ``handles`` from
+    ``prepare``, unless replaced, and where it was sent) is kept."""
+    handles = previous.handles if previous is not None else None
     return RemoteInfo(
         backend=remote.backend,
         batch_id=remote.batch_id,
@@ -74,6 +77,8 @@ def remote_info(remote: RemoteBatch, handles: dict[str, str] | None = None) -> R
         congested=remote.congested,
         certain=remote.certain,
         created_at=remote.created_at or None,
+        sent_backend=previous.sent_backend if previous is not None else None,
+        sent_server=previous.sent_server if previous is not None else None,
     )
 
 
@@ -112,6 +117,7 @@ class RemoteBatches:
         budget: Budget,
         events: EventBus,
         backend: Callable[[], BatchBackend],
+        server: Callable[[], str],
         commit: Callable[[], None],
         stop_check: Callable[[], bool],
         interruptible: Callable[[], AbstractContextManager[Any]],
@@ -124,6 +130,7 @@ class RemoteBatches:
         self._budget = budget
         self._events = events
         self._backend = backend  # made on first use (a dry run never makes one)
+        self._server = server  # the API server this run talks to (server_identity)
         self._commit = commit
         self._stop_check = stop_check
         self._interruptible = interruptible
@@ -179,6 +186,7 @@ class RemoteBatches:
         check_batch_file(self._layout, batch)
         batch.status = BatchStatus.PUSHING
         batch.push_started_at = time.time()
+        batch.remote.sent_backend, batch.remote.sent_server = self._backend().name, self._server()
         self._commit()
         crash_point("push_after_mark")
         path, tag = self._layout.batch_input(batch.id), self._tag(batch)
@@ -229,8 +237,30 @@ class RemoteBatches:
 
     def _adopt(self, batch: BatchState, remote: RemoteBatch) -> None:
         batch.status = BatchStatus.REMOTE
-        batch.remote = remote_info(remote, batch.remote.handles)
+        batch.remote = remote_info(remote, batch.remote)
         self._budget.charge(batch)
+
+    def sent_elsewhere(self, batch: BatchState) -> str | None:
+        """Where ``batch`` was sent, if that is another backend or API server than this run's; else None."""
+        info = batch.remote
+        if info.sent_backend and info.sent_backend != self._backend().name:
+            return f"{info.sent_backend} ({info.sent_server or 'its server'})"
+        if info.sent_server and info.sent_server != self._server():
+            return info.sent_server
+        return None
+
+    def _refuse_if_sent_elsewhere(self, batch: BatchState) -> None:
+        """Stop, changing nothing, when ``batch`` is not found because it was sent to another server: taking it
+        for gone would send its requests again while that server still runs them."""
+        elsewhere = self.sent_elsewhere(batch)
+        if elsewhere is None:
+            return
+        raise ConfigError(
+            f"Batch {batch.id} ({batch.remote.batch_id or 'pushed'}) was sent to {elsewhere}, but this run talks to "
+            f"{self._server()}, which does not know it. Nothing was changed. Rerun with the server it was sent to "
+            "(--client_base_url, or the *_BASE_URL of the first run) to finish it; if that server is gone for good, "
+            "drop it with --wipe_requests (its requests are sent again)."
+        )
 
     def resolve_pushing(self) -> None:
         """Settle the batches whose push was cut short (a crash, or candidates the backend could not tell
@@ -251,6 +281,7 @@ class RemoteBatches:
                 )
                 self._adopt(batch, remote)
             else:
+                self._refuse_if_sent_elsewhere(batch)
                 try:
                     self._api(functools.partial(self._backend().discard, self._tag(batch), batch.remote.handles))
                 except APIError as exc:
@@ -287,7 +318,7 @@ class RemoteBatches:
                 ended += 1
                 continue
             assert isinstance(remote, RemoteBatch)
-            batch.remote = remote_info(remote, batch.remote.handles)
+            batch.remote = remote_info(remote, batch.remote)
             self._note_status(batch)
             if remote.status.terminal and self._finish(batch):
                 ended += 1
@@ -312,6 +343,7 @@ class RemoteBatches:
                 except (BatchAPIUnavailableError, CandidatesUnresolved):  # no list either: the routes are gone
                     found = None
                 if found is None:
+                    self._refuse_if_sent_elsewhere(batch)
                     failures.pop(batch.id, None)
                     return "missing"
                 exc = APIError(f"poll batch {batch.id}: the server answered 404 for {batch.remote.batch_id}", 404)
@@ -512,6 +544,16 @@ class RemoteBatches:
     def cancel(self, batch: BatchState) -> None:
         """Cancel ``batch`` on the remote (for --wipe_requests; a push cut short is settled first: the batch may
         exist) and mark its remote side for deletion. The caller commits."""
+        elsewhere = self.sent_elsewhere(batch)
+        if elsewhere is not None and batch.status in (BatchStatus.PUSHING, BatchStatus.REMOTE):
+            log.warning(
+                "Batch %d (%s) was sent to %s and is not cancelled by this run: cancel it there, or it runs and is "
+                "paid for while its requests are sent again.",
+                batch.id,
+                batch.remote.batch_id or "its remote id was never known",
+                elsewhere,
+            )
+            return
         if batch.status == BatchStatus.PUSHING:
             remote = self._find_remote_batch(batch)
             if remote is not None:

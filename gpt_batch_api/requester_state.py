@@ -55,6 +55,10 @@ class RemoteInfo(_Model):
     certain: bool = True  # False: adopted from circumstantial evidence (confirmed by its results)
     created_at: float | None = None
     finished_at: float | None = None
+    # Where the push went: the backend's name and the API server (``server_identity``), set when the push
+    # starts, before anything is sent. None in states written before this was kept.
+    sent_backend: str | None = None
+    sent_server: str | None = None
 
 
 class BatchState(_Model):
