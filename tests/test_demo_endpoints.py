@@ -47,3 +47,27 @@ def test_demo_refuses_an_endpoint_it_does_not_offer_in_one_line(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--chat_endpoint" in proc.stderr and "/v1/responses" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fix", ["same_endpoint", "wipe_requests"])
+def test_pending_requests_of_another_endpoint_are_refused_and_both_fixes_work(tmp_path, sim, fix):
+    task_dir = tmp_path / "chars"
+    common = ["--task", "char_codes", "--no_wandb", "--min_batch_requests", "1"]
+    cmd = [sys.executable, "-m", "gpt_batch_api.task_manager_demo", "--task_dir", str(task_dir), "--no_progress",
+           *common, "--client_base_url", sim.base_url, "--openai_api_key", "sk-demo-test"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "WANDB_MODE": "disabled",
+        "GPT_BATCH_API_CRASH_POINT": "push_after_mark",
+    }
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode == 137  # requests pending
+    refused = demo(task_dir, *common, "--chat_endpoint", "/v1/responses", sim=sim)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert "pending requests are for /v1/chat/completions, not /v1/responses" in refused.stderr
+    if fix == "same_endpoint":
+        fixed = demo(task_dir, *common, sim=sim)
+    else:
+        fixed = demo(task_dir, *common, "--chat_endpoint", "/v1/responses", "--wipe_requests", sim=sim)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    check_char_codes(task_dir)
