@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from .support.helpers import FAST_BATCHES, assert_complete, finish, run_numbers_subprocess
+from .support.helpers import FAST_BATCHES, assert_complete, finish, run_numbers_subprocess, wait_until_running
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -117,3 +119,24 @@ def test_an_implausibly_low_count_keeps_the_estimate(caplog):
     assert [c.info.tokens_input for c in cached] == [100, 95]  # 0 refused, 95 believed
     assert cached[1].info.cost_input_batch == pytest.approx(95 * 0.5 / 1e6)
     assert "an implausible count of 0 for an estimate of 100" in caplog.text
+
+
+def test_ctrl_c_while_counting_stops_at_once_and_commits_nothing(tmp_path):
+    with Simulator(SimulatorConfig(**FAST_BATCHES, latency_ms=400)) as sim:  # 70 counts, 8 at a time: ~4 s
+        options = {**OPTIONS, "exact_input_tokens": True}
+        proc = run_numbers_subprocess(tmp_path, sim.base_url, 70, options)
+        assert wait_until_running(tmp_path, "numbers", proc)
+        deadline = time.monotonic() + 30
+        while sim.stats()["count_token_calls"] < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out[-3000:]
+        assert time.monotonic() - started < 3.0, "the stop waited for the counts in flight"
+        assert "Traceback" not in out, out[-3000:]
+        assert json.loads((tmp_path / "numbers_state.json").read_text())["queue"]["num_requests"] == 0
+        assert not sim.stats()["batches"]
+        sim.config.latency_ms = 0
+        finish(tmp_path, sim, 70, options)
+    assert_complete(tmp_path, 70)

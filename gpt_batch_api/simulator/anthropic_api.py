@@ -113,7 +113,9 @@ class AnthropicAPI:
         if method == "POST" and rest == ["count_tokens"]:
             with self.sim.lock:
                 self.count_token_calls += 1
-            self.inject_faults()  # the same fault knobs as a direct call
+            self.inject_faults()  # the same fault knobs and latency as a direct call
+            if self.sim.config.latency_ms:
+                time.sleep(self.sim.config.latency_ms / 1000)
             return _ok(self.answerer.count_tokens(_json(raw)))
         if not rest or rest[0] != "batches":
             raise ApiError(404, f"Not found: {method} {path}")
