@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # type checkers see the real classes; at run time they load o
     from .opinion_adviser import OpinionAdviser
     from .output_files import DataclassListOutputFile, DataclassOutputFile, TaskOutputFile
     from .request import GPTRequest
+    from .requester_options import RequesterOptions
     from .results import BatchResult, ErrorInfo, ResponseInfo, ResultInfo
     from .task_manager import TaskManager
     from .task_state import TaskState, load_task_state
@@ -55,6 +56,7 @@ _EXPORTS = {
     "GPTBatchError": "errors",
     "GPTRequest": "request",
     "GPTRequester": "gpt_requester",
+    "RequesterOptions": "requester_options",
     "OpinionAdviser": "opinion_adviser",
     "ResponseInfo": "results",
     "ResultInfo": "results",
@@ -82,6 +84,7 @@ __all__ = [
     "OpinionAdviser",
     "ProcessingError",
     "QuotaExceededError",
+    "RequesterOptions",
     "ResponseInfo",
     "ResultInfo",
     "ServerRefusedError",

@@ -22,6 +22,7 @@ Typical use (``TaskManager`` does all of this)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import math
@@ -117,9 +118,14 @@ class GPTRequester:
         events: EventBus | None = None,
         client: Any = None,
         make_async_client: Callable[[], Any] | None = None,
-        **options: Any,
+        backend: BatchBackend | None = None,
+        options: RequesterOptions | None = None,
+        **option_values: Any,
     ) -> None:
-        self.opts = RequesterOptions.from_kwargs(options)
+        """``options`` (typed: a misspelt name is a type error) and ``option_values`` (the CLI's names, which
+        win) are the settings; ``backend`` replaces the provider's batch API (e.g. ``InMemoryBatchBackend``)."""
+        given = dataclasses.asdict(options) if options is not None else {}
+        self.opts = RequesterOptions.from_kwargs({**given, **option_values})
         self.layout = TaskLayout(Path(working_dir), name_prefix)
         self.endpoint = get_endpoint(self.opts.resolved_endpoint)
         self.limits = self.opts.limits()
@@ -137,7 +143,7 @@ class GPTRequester:
         )
         self._client = client
         self._make_async_client = make_async_client
-        self._backend: BatchBackend | None = None
+        self._backend: BatchBackend | None = backend
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
         self.S = RequesterState(endpoint=self.endpoint.path)

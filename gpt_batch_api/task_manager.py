@@ -84,7 +84,10 @@ class TaskManager(Generic[OutputT]):
             raise ConfigError(f"--postprocess_output must be one of {', '.join(POSTPROCESS_MODES)}.")
         if wipe_failed:
             gpt_requester_kwargs["wipe_requests"] = True  # wiping failed samples implies wiping requests
-        wiping = any(gpt_requester_kwargs.get(name) for name in ("wipe_requests", "wipe_task")) or reinit_meta
+        options = gpt_requester_kwargs.get("options")
+        wiping = reinit_meta or any(
+            gpt_requester_kwargs.get(name, getattr(options, name, False)) for name in ("wipe_requests", "wipe_task")
+        )
         if not run and not wiping and TaskLayout(Path(task_dir), name_prefix).task_state.exists():
             # --no_run on a task that exists only shows the status: read the files as a dry run does, without
             # the lock (a running process may hold it for hours) and without changing anything. (On a new

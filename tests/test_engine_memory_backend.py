@@ -38,8 +38,7 @@ def chat_answer(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(tmp_path, backend: InMemoryBatchBackend, num: int = 30, **options: Any) -> None:
-    task = NumbersTask(str(tmp_path), num, **{**OPTIONS, **options})
-    task.GR._backend = backend  # the seam: everything the engine sends goes to this backend
+    task = NumbersTask(str(tmp_path), num, backend=backend, **{**OPTIONS, **options})  # everything sent goes there
     assert task.run() is True
 
 

@@ -38,3 +38,25 @@ def test_readme_example_type_checks_and_misuse_is_caught(tmp_path):
     assert good.returncode == 0, good.stdout + good.stderr
     bad = subprocess.run([*command, str(tmp_path / "misuse.py")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and 'has incompatible type "str"; expected "Row"' in bad.stdout, bad.stdout
+
+
+def test_a_misspelt_option_is_a_type_error_and_typed_options_run(tmp_path):
+    """``RequesterOptions`` is the typed door to every setting: mypy names a misspelt one before any run."""
+    code = (
+        "from gpt_batch_api import RequesterOptions\n"
+        "good = RequesterOptions(max_batch_requests=100, max_session_cost=2.0)\n"
+        "bad = RequesterOptions(max_batch_requets=100)\n"
+    )
+    (tmp_path / "options_use.py").write_text(code)
+    command = [sys.executable, "-m", "mypy", "--no-error-summary", "--cache-dir", str(ROOT / ".mypy_cache")]
+    checked = subprocess.run([*command, str(tmp_path / "options_use.py")], capture_output=True, text=True, cwd=ROOT)
+    assert checked.returncode == 1, checked.stdout
+    assert ':3: error: Unexpected keyword argument "max_batch_requets"' in checked.stdout, checked.stdout
+    assert ":2:" not in checked.stdout
+
+    from gpt_batch_api import GPTRequester, RequesterOptions
+
+    options = RequesterOptions(max_batch_requests=200, max_session_cost=2.0, dryrun=True)
+    requester = GPTRequester(tmp_path, "typed", options=options, max_session_cost=3.0)  # the CLI's names win
+    assert requester.opts.max_batch_requests == 200 and requester.opts.max_session_cost == 3.0
+    assert options.max_session_cost == 2.0  # the caller's object is not changed
