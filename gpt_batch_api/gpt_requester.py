@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .backends import BatchBackend, InputTokenCounter, create_backend
+from .backends import BatchBackend, InputTokenCounter
+from .backends.connections import Connection, connect
 from .budget import Budget, SessionUsage, amounts_of
 from .costs import TokenCoster
-from .direct import async_client_like
 from .direct_batches import DirectRunner
-from .direct_transports import DirectTransport, direct_transport_factory
+from .direct_transports import DirectTransport
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
@@ -51,7 +51,7 @@ from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestIte
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
 from .results import BatchResult
-from .server_identity import is_loopback_url, server_identity
+from .server_identity import server_identity
 from .store import fastjson
 from .store.atomic import cleanup_temp_files, crash_point, fsync_dir, raise_as_disk_error
 from .store.jsonl import JsonlAppender, corrupt_line_error, read_raw_lines, recover_jsonl
@@ -84,7 +84,6 @@ def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
-LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to loopback servers when the user set no key
 TAIL_BATCHES_PER_CONCURRENCY = 4  # the end of a direct run is cut into batches of direct_concurrency / this
 
 
@@ -141,8 +140,7 @@ class GPTRequester:
             cost_output_direct_mtoken=self.opts.cost_output_direct_mtoken,
             cost_output_batch_mtoken=self.opts.cost_output_batch_mtoken,
         )
-        self._client = client
-        self._make_async_client = make_async_client
+        self._connection = connect(self.opts, self.endpoint.path, client=client, make_async_client=make_async_client)
         self._backend: BatchBackend | None = backend
         self.P: list[CachedGPTRequest] = []  # the pool: added, not yet committed
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
@@ -349,94 +347,27 @@ class GPTRequester:
                 path.unlink()
 
     @property
-    def client(self) -> Any:
-        """The ``openai.OpenAI`` client (created on first use; a dry run never creates one)."""
+    def connection(self) -> Connection:
+        """How this run reaches its provider (key, base URL, SDK clients); a dry run must not use it."""
         if self.dryrun:
             raise RuntimeError("a dry run must not call the API")
-        if self._client is None:
-            import openai
-
-            kwargs: dict[str, Any] = {"max_retries": 2}
-            for option, name in (
-                ("openai_api_key", "api_key"),
-                ("openai_organization", "organization"),
-                ("openai_project", "project"),
-                ("client_base_url", "base_url"),
-            ):
-                value = getattr(self.opts, option)
-                if value is not None:
-                    kwargs[name] = value
-            base_url = kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-            if "api_key" not in kwargs and not os.environ.get("OPENAI_API_KEY") and is_loopback_url(base_url):
-                kwargs["api_key"] = LOCAL_SERVER_KEY  # a server on this machine needs no key; the SDK wants one
-            try:
-                self._client = openai.OpenAI(**kwargs)
-            except openai.OpenAIError as exc:
-                raise ConfigError(
-                    f"Cannot create the OpenAI client: {str(exc).rstrip('.')}. Set OPENAI_API_KEY (or pass "
-                    "--openai_api_key); a server on this machine (--client_base_url http://127.0.0.1:PORT/v1) "
-                    "needs no key."
-                ) from None
-        return self._client
+        return self._connection
 
     @property
     def backend(self) -> BatchBackend:
         """The provider's batch API (made on first use; a dry run never makes one)."""
         if self._backend is None:
-            if self.opts.provider == "anthropic":
-                settings = {"api_key": self.anthropic_api_key(), "base_url": self._anthropic_base_url()}
-            else:
-                settings = {"client": self.client, "endpoint": self.endpoint.path}
-            self._backend = create_backend(self.opts.provider, **settings)
+            self._backend = self.connection.backend()
         return self._backend
 
     @property
     def api_base_url(self) -> str:
         """The API server's base URL, for messages (credentials redacted)."""
-        if self.opts.provider == "anthropic":
-            return redact(self._anthropic_base_url())
-        return redact(str(self.client.base_url))
-
-    def _anthropic_base_url(self) -> str:
-        url = self.opts.client_base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        return url.rstrip("/").removesuffix("/v1")  # the SDK adds /v1/... itself
-
-    def anthropic_api_key(self) -> str:
-        """The Anthropic key: --anthropic_api_key, else $ANTHROPIC_API_KEY; a server on this machine needs none."""
-        key = self.opts.anthropic_api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if key:
-            return key
-        if is_loopback_url(self._anthropic_base_url()):
-            return LOCAL_SERVER_KEY
-        raise ConfigError(
-            "No Anthropic API key: set ANTHROPIC_API_KEY (or pass --anthropic_api_key); a server on this machine "
-            "(--client_base_url http://127.0.0.1:PORT) needs no key."
-        )
-
-    def async_client_factory(self) -> Callable[[], Any]:
-        """Makes the ``AsyncOpenAI`` client of direct calls, on the direct executor's event loop (an async
-        client belongs to the loop it was used on, so the executor makes it there and closes it at the end):
-        ``make_async_client`` if given, else a copy of the sync client's settings."""
-        if self._make_async_client is not None:
-            return self._make_async_client
-        client = self.client  # validates the key and options first, with the clear errors above
-        return lambda: async_client_like(client)
+        return redact(self.connection.base_url())
 
     def direct_transport_factory(self) -> Callable[[], DirectTransport]:
-        """Makes the transport of direct calls, on the direct executor's event loop: ``make_async_client``'s
-        client through the SDK if given, else the sync client's settings posted with aiohttp (OpenAI), or an
-        ``AsyncAnthropic`` with the Anthropic key and base URL (``provider="anthropic"``); see
-        ``direct_transports``."""
-        if self.opts.provider == "anthropic":
-            return direct_transport_factory(
-                "anthropic",
-                make_async_client=self._make_async_client,
-                api_key=self.anthropic_api_key(),
-                base_url=self._anthropic_base_url(),
-            )
-        if self._make_async_client is not None:
-            return direct_transport_factory("openai", make_async_client=self._make_async_client)
-        return direct_transport_factory("openai", self.client)  # validates the key and options first
+        """Makes the transport of direct calls on the direct executor's event loop (the connection's)."""
+        return self.connection.direct_transport_factory()
 
     # ------------------------------------------------------------------ commit point
 

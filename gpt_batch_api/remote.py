@@ -186,16 +186,15 @@ class RemoteBatches:
         check_batch_file(self._layout, batch)
         batch.status = BatchStatus.PUSHING
         batch.push_started_at = time.time()
-        batch.remote.sent_backend, batch.remote.sent_server = self._backend().name, self._server()
         self._commit()
         crash_point("push_after_mark")
         path, tag = self._layout.batch_input(batch.id), self._tag(batch)
         if not batch.remote.handles:
-            handles = self._api(lambda: self._backend().prepare(path, tag))
-            if handles:
-                batch.remote.handles = handles
-                self._commit()
-                crash_point("push_after_upload")
+            batch.remote.handles = self._api(lambda: self._backend().prepare(path, tag))
+        # Where the create goes, committed before it is sent: a batch exists only there (see sent_elsewhere).
+        batch.remote.sent_backend, batch.remote.sent_server = self._backend().name, self._server()
+        self._commit()
+        crash_point("push_after_upload")
         try:
             remote = self._create_remote_batch(batch)
         except CandidatesUnresolved as exc:

@@ -55,8 +55,8 @@ class RemoteInfo(_Model):
     certain: bool = True  # False: adopted from circumstantial evidence (confirmed by its results)
     created_at: float | None = None
     finished_at: float | None = None
-    # Where the push went: the backend's name and the API server (``server_identity``), set when the push
-    # starts, before anything is sent. None in states written before this was kept.
+    # Where the batch was created: the backend's name and the API server (``server_identity``), committed
+    # before the create call. None in states written before this was kept, or if the push failed before.
     sent_backend: str | None = None
     sent_server: str | None = None
 

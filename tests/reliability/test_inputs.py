@@ -114,11 +114,12 @@ class KeyTask(NumbersTask):
 
 @pytest.mark.parametrize("key_of", [lambda i: i, lambda i: (i, "x"), lambda i: 1.5 * i])
 def test_a_non_string_sample_key_is_refused_where_it_is_set(tmp_path, key_of):
-    task = KeyTask(str(tmp_path), 5, force_direct=True, wandb=False, progress=False, openai_api_key="sk-test")
-    task.key_of = staticmethod(key_of)
     with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
-        task.GR._client = None
-        task.GR.opts.client_base_url = sim.base_url
+        task = KeyTask(
+            str(tmp_path), 5, force_direct=True, wandb=False, progress=False, openai_api_key="sk-test",
+            client_base_url=sim.base_url,
+        )  # fmt: skip
+        task.key_of = staticmethod(key_of)
         with pytest.raises(TaskDataError, match="is not a string") as refused:
             task.run()
     assert repr(key_of(0)) in str(refused.value)
