@@ -65,7 +65,6 @@ def prompt_for(char: str) -> str:
 
 
 class CharCodesTask(TaskManager[DataclassOutputFile[CharCodesOutput]]):
-
     DEFAULT_META = {
         "model": "gpt-4o-mini",
         "max_completion_tokens": 96,

@@ -56,7 +56,6 @@ def load_utterances() -> list[dict[str, str]]:
 
 
 class UtteranceEmotionTask(TaskManager[DataclassListOutputFile[UtteranceEmotion]]):
-
     DEFAULT_META = {
         "model": "gpt-4o-mini",
         "max_completion_tokens": 128,
