@@ -19,7 +19,7 @@ from typing import Any
 import tiktoken
 
 from .encodings import encoding_for_model, get_encoding
-from .endpoints import ENDPOINTS
+from .endpoints import ENDPOINTS, Endpoint
 from .endpoints.base import requested_output_limit
 from .endpoints.messages import messages_input_tokens
 from .token_images import image_rule_for_model, image_size_from_data_url, image_tokens
@@ -94,7 +94,7 @@ class TokenEstimator:
 
     def payload_input_tokens(self, payload: dict[str, Any], endpoint: str) -> InputTokens:
         """Predicted input tokens of ``payload`` sent to ``endpoint`` (the endpoint picks its recipe below)."""
-        recipe = ENDPOINTS.get(endpoint if endpoint.startswith("/v1") else f"/v1{endpoint}")
+        recipe = _endpoint(endpoint)
         if recipe is None:
             self._warn(f"endpoint:{endpoint}", f"no recipe for {endpoint}; counting the JSON body")
             return self.json_body(payload)
@@ -241,7 +241,7 @@ class TokenEstimator:
 
     def payload_output_limit(self, payload: dict[str, Any], endpoint: str, *, warn: bool = True) -> int:
         """The most output tokens the request allows: its output limit x number of outputs (the endpoint's)."""
-        recipe = ENDPOINTS.get(endpoint if endpoint.startswith("/v1") else f"/v1{endpoint}")
+        recipe = _endpoint(endpoint)
         limit = recipe.output_limit(payload) if recipe is not None else requested_output_limit(payload)
         if limit is None:
             if warn:
@@ -250,6 +250,11 @@ class TokenEstimator:
             if recipe is not None:
                 limit *= recipe.num_outputs(payload)
         return limit
+
+
+def _endpoint(path: str) -> Endpoint | None:
+    """The endpoint of ``path``, given with or without its ``/v1`` prefix (None: no such endpoint)."""
+    return ENDPOINTS.get(path if path.startswith("/v1") else f"/v1{path}")
 
 
 def _count_cl100k(text: str) -> int:
