@@ -47,7 +47,6 @@ class DirectRunner:
         process_batch: Callable[[BatchState, Callable[[BatchResult], None]], BatchResult],
         commit: Callable[[], None],
         stop_check: Callable[[], bool],
-        dryrun: bool,
     ) -> None:
         self._opts = opts
         self._layout = layout
@@ -60,7 +59,6 @@ class DirectRunner:
         self._process_batch = process_batch
         self._commit = commit
         self._stop_check = stop_check
-        self._dryrun = dryrun
         self._executor: DirectExecutor | None = None  # made on first use
 
     @property
@@ -142,17 +140,18 @@ class DirectRunner:
         """Count the batch against the session/task limits the first time it runs; False if a limit blocks it."""
         if batch.push_started_at is not None:
             return True
-        reason = self._budget.blocker(amounts_of(batch))
-        self._budget.note_blocked(reason)
-        if reason is not None:
-            return False
-        if self._dryrun:
-            log.info("Dry run: would send direct batch %d (%d requests)", batch.id, batch.num_requests)
+        if not self._within_budget(batch):
             return False
         batch.push_started_at = time.time()
         self._budget.charge(batch)
         self._commit()  # started, durably, before any call of it is sent
         return True
+
+    def _within_budget(self, batch: BatchState) -> bool:
+        """Whether the session/task limits allow ``batch`` (the one that blocks it is noted for the status)."""
+        reason = self._budget.blocker(amounts_of(batch))
+        self._budget.note_blocked(reason)
+        return reason is None
 
     def _submit(self, batch: BatchState) -> None:
         """Hand the requests of ``batch`` that have no recorded answer to the flow."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ from .budget import Budget, SessionUsage, amounts_of
 from .costs import TokenCoster
 from .direct_batches import DirectRunner
 from .direct_transports import DirectTransport
+from .dryrun import DryRunDirectRunner, DryRunRemoteBatches
 from .endpoints import get_endpoint
 from .errors import ConfigError, LimitError, TaskDataError, TaskFileError
 from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
@@ -53,11 +53,12 @@ from .requester_state import BatchState, BatchStatus, RequesterState, load_state
 from .results import BatchResult
 from .server_identity import server_identity
 from .store import fastjson
-from .store.atomic import cleanup_temp_files, crash_point, fsync_dir, raise_as_disk_error
-from .store.jsonl import JsonlAppender, corrupt_line_error, read_raw_lines, recover_jsonl
+from .store.atomic import crash_point
+from .store.jsonl import corrupt_line_error
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
-from .store.transaction import Transaction, recover_transaction
+from .store.task_store import Appender, store_for
+from .store.transaction import Transaction
 from .tokens import TokenEstimator
 
 __all__ = ["GPTRequester"]
@@ -87,25 +88,6 @@ def non_finite_at(value: Any, path: str = "") -> tuple[str, float] | None:
 TAIL_BATCHES_PER_CONCURRENCY = 4  # the end of a direct run is cut into batches of direct_concurrency / this
 
 
-def create_task_dir(task_dir: Path) -> None:
-    """Create the task folder (and its parents), or raise one ConfigError that says why it cannot be."""
-    try:
-        task_dir.mkdir(parents=True, exist_ok=True)
-        return
-    except OSError as exc:
-        error = exc
-    blocker = next((p for p in (task_dir, *task_dir.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        where = "is a file" if blocker == task_dir else f"is under {blocker}, which is a file"
-        raise ConfigError(f"--task_dir {task_dir} {where}, not a folder: choose another --task_dir.") from None
-    reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full"}.get(error.errno or 0)  # fmt: skip
-    raise ConfigError(
-        f"--task_dir {task_dir} cannot be created: {reason or error.strerror or error}. Choose a --task_dir on a "
-        "writable disk."
-    ) from None
-
-
 class GPTRequester:
     """The request engine for one task (``working_dir`` + ``name_prefix``). Use it as a context manager."""
 
@@ -130,6 +112,10 @@ class GPTRequester:
         self.limits = self.opts.limits()
         self.events = events or EventBus()
         self.dryrun = self.opts.dryrun
+        # A dry run is made of other parts, not of branches: a store that keeps nothing and remote/direct parts
+        # that send nothing (dryrun.py). Exact token counts call the API: a dry run keeps its estimates.
+        self.store = store_for(self.dryrun)
+        self._count_exactly = self.opts.exact_input_tokens and not self.dryrun
         self.estimator = TokenEstimator(
             assumed_completion_ratio=self.opts.assumed_completion_ratio, warn=self.opts.token_estimator_warn
         )
@@ -151,16 +137,15 @@ class GPTRequester:
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
         self.interruptible: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
         self._lock: TaskLock | None = None
-        self._queue: JsonlAppender | None = None
+        self._queue: Appender | None = None
         self._pending_deletes: list[Path] = []
-        self._dry_queue: list[bytes] = []  # dry run: committed queue records kept in memory only
         # pooled request id -> what its answer should hold: (structured output class, number of outputs)
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
         self._exactly_counted: set[int] = set()  # pool requests whose input tokens were counted exactly
         self.entered = False
         # The parts (each gets its inputs here; the requester state is read through a getter: loading replaces it)
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
-        self.remote_batches = RemoteBatches(
+        self.remote_batches = (DryRunRemoteBatches if self.dryrun else RemoteBatches)(
             opts=self.opts,
             limits=self.limits,
             layout=self.layout,
@@ -172,7 +157,6 @@ class GPTRequester:
             commit=self.commit,
             stop_check=lambda: self.stop_check(),  # the TaskManager sets stop_check and interruptible later
             interruptible=lambda: self.interruptible(),
-            dryrun=self.dryrun,
         )
         self.processor = BatchProcessor(
             opts=self.opts,
@@ -190,7 +174,7 @@ class GPTRequester:
             cleanup_remote=self.remote_batches.cleanup_remote,
             api_base_url=lambda: self.api_base_url,
         )
-        self.direct_runner = DirectRunner(
+        self.direct_runner = (DryRunDirectRunner if self.dryrun else DirectRunner)(
             opts=self.opts,
             layout=self.layout,
             endpoint_path=self.endpoint.path,
@@ -202,7 +186,6 @@ class GPTRequester:
             process_batch=self.processor.process_batch,
             commit=self.commit,
             stop_check=lambda: self.stop_check(),
-            dryrun=self.dryrun,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -224,16 +207,14 @@ class GPTRequester:
                 raise ConfigError(
                     f"The task directory {task_dir} does not exist. Create it, or drop --no_autocreate_working_dir."
                 )
-            if task_dir.exists() or not self.dryrun:
-                create_task_dir(task_dir)
-        if not self.dryrun:
-            self._lock = TaskLock(
-                self.layout.lock,
-                timeout=self.opts.lock_timeout,
-                poll_interval=self.opts.lock_poll_interval,
-                status_interval=self.opts.lock_status_interval,
-            )
-            self._lock.acquire(stop_check=self.stop_check)
+            self.store.make_dir(task_dir)
+        self._lock = self.store.lock(
+            self.layout.lock,
+            self.stop_check,
+            timeout=self.opts.lock_timeout,
+            poll_interval=self.opts.lock_poll_interval,
+            status_interval=self.opts.lock_status_interval,
+        )
         try:
             self._load()
         except BaseException:
@@ -259,10 +240,8 @@ class GPTRequester:
             self._lock = None
 
     def _load(self) -> None:
-        if not self.dryrun:
-            if recover_transaction(self.layout.journal):
-                log.info("Completed a commit that was interrupted by a crash (%s)", self.layout.journal.name)
-            cleanup_temp_files(self.layout.task_dir, self.layout.owns_temp)
+        if self.store.recover(self.layout):
+            log.info("Completed a commit that was interrupted by a crash (%s)", self.layout.journal.name)
         wiping = self.opts.wipe_requests or self.opts.wipe_task
         if self.layout.requester_state.exists():
             try:
@@ -294,20 +273,18 @@ class GPTRequester:
                     "same endpoint, or wipe the pending requests with --wipe_requests."
                 )
         self.S.endpoint = self.endpoint.path
-        if self.dryrun:
-            return
         self._remove_stray_files()
         try:
-            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=self.S.queue.end)
+            self._queue = self.store.appender(self.layout.queue(self.S.queue.gen), self.S.queue.end)
         except TaskFileError as exc:
             if not wiping:
                 raise
             log.warning("%s\nThe queue is wiped, as asked (--wipe_requests).", exc)
             self._pending_deletes.append(self.layout.queue(self.S.queue.gen))
             self.S.queue = type(self.S.queue)(gen=self.S.queue.gen + 1)
-            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
+            self._queue = self.store.appender(self.layout.queue(self.S.queue.gen), 0)
         for batch in self.S.batches_in(BatchStatus.DIRECT):
-            recover_jsonl(self.layout.batch_results(batch.id))
+            self.store.recover_jsonl(self.layout.batch_results(batch.id))
 
     def _refuse_batches_of_another_provider(self) -> None:
         """Batches in flight can only be polled, collected or cancelled through the provider that has them: stop,
@@ -344,7 +321,7 @@ class GPTRequester:
         for path in self.layout.requester_files():
             if path not in keep:
                 log.info("Removing %s: written by an interrupted run and never committed", path.name)
-                path.unlink()
+                self.store.unlink(path)
 
     @property
     def connection(self) -> Connection:
@@ -373,8 +350,6 @@ class GPTRequester:
 
     def commit(self, *, with_task: bool = False) -> None:
         """Make the in-memory state durable in one transaction (with the task's files if ``with_task``)."""
-        if self.dryrun:
-            return
         assert self._queue is not None
         self.S.queue.end = self._queue.flush(fsync=True)
         rotate = self.S.queue.start == self.S.queue.end and self.S.queue.end > 0
@@ -384,7 +359,7 @@ class GPTRequester:
             self.S.queue.start = self.S.queue.end = 0
             self._pending_deletes.append(old_queue)
         crash_point("requester_before_commit")
-        with Transaction(self.layout.journal) as txn:
+        with self.store.transaction(self.layout.journal) as txn:
             if with_task and self.task_participant is not None:
                 self.task_participant(txn)
             txn.write_json(self.layout.requester_state, self.S.to_json())
@@ -393,7 +368,7 @@ class GPTRequester:
         self._pending_deletes.clear()  # the list the parts add to (delete_on_commit)
         if rotate:
             self._queue.close()
-            self._queue = JsonlAppender(self.layout.queue(self.S.queue.gen), committed_size=0)
+            self._queue = self.store.appender(self.layout.queue(self.S.queue.gen), 0)
 
     # ------------------------------------------------------------------ requests and the queue
 
@@ -505,9 +480,6 @@ class GPTRequester:
                     meta=req.meta,
                 )
             )
-        if self.dryrun:
-            self._dry_queue.extend(records)
-            return
         assert self._queue is not None
         self._queue.append_raw(b"".join(records))
 
@@ -519,7 +491,7 @@ class GPTRequester:
         durable in one transaction when the block exits; if the block raises, nothing is committed.
         """
         cached_reqs = list(self.P)
-        if self.opts.exact_input_tokens and not self.dryrun:
+        if self._count_exactly:
             self._count_input_tokens(cached_reqs)
         yield cached_reqs
         if not cached_reqs:
@@ -544,18 +516,11 @@ class GPTRequester:
 
     def queue_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Committed queue records not yet in a batch, with their end offsets."""
-        if self.dryrun:
-            path = self.layout.queue(self.S.queue.gen)
-            if path.exists() and self.S.queue.end > self.S.queue.start:
-                yield from self._records_with_end(path)
-            for record in self._dry_queue:
-                yield -1, parse_queue_record(record)
-            return
         yield from self._records_with_end(self.layout.queue(self.S.queue.gen))
 
     def _records_with_end(self, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         end = self.S.queue.end
-        for offset, raw in read_raw_lines(path, self.S.queue.start, end):
+        for offset, raw in self.store.read_raw_lines(path, self.S.queue.start, end):
             try:
                 record = parse_queue_record(raw)
             except ValueError as exc:
@@ -710,8 +675,8 @@ class GPTRequester:
         queue.tokens_input -= batch.tokens_input
         queue.cost -= sum(r["cb"] for r in records)
         queue.size -= batch.size
-        _write_durably(self.layout.batch_input(batch_id), b"\n".join([r["_line"] for r in records]) + b"\n")
-        _write_durably(self.layout.batch_info(batch_id), b"\n".join([r["_head"] for r in records]) + b"\n")
+        self.store.write_new(self.layout.batch_input(batch_id), b"\n".join([r["_line"] for r in records]) + b"\n")
+        self.store.write_new(self.layout.batch_info(batch_id), b"\n".join([r["_head"] for r in records]) + b"\n")
         queue.start = end
         self.S.batches.append(batch)
         self.events.emit(
@@ -889,33 +854,18 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write a new file that becomes meaningful only when a later commit refers to it."""
-    try:
-        with open(path, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as exc:
-        path.unlink(missing_ok=True)  # unreferenced: removing it leaves the task as it was
-        raise_as_disk_error(path, exc)
-    fsync_dir(path.parent)
-
-
 def _wipe_requests(requester: GPTRequester) -> None:
     """Forget the pool, the queue and every unprocessed batch (cancelling remote ones); commit is the caller's."""
     S = requester.S
     for batch in S.batches:
-        if not requester.dryrun:
-            requester.remote_batches.cancel(batch)
+        requester.remote_batches.cancel(batch)
         requester._pending_deletes.extend(p for p in requester.layout.batch_files(batch.id) if p.exists())
     log.warning("Wiped %d queued requests and %d batches", S.queue.num_requests, len(S.batches))
     S.batches = []
     requester.P = []
-    requester._dry_queue = []
     old_queue = requester.layout.queue(S.queue.gen)
     S.queue = type(S.queue)(gen=S.queue.gen + 1)
     if requester._queue is not None:
         requester._queue.close()
         requester._pending_deletes.append(old_queue)
-        requester._queue = JsonlAppender(requester.layout.queue(S.queue.gen), committed_size=0)
+        requester._queue = requester.store.appender(requester.layout.queue(S.queue.gen), 0)

@@ -18,7 +18,8 @@ from typing import Any, Generic, TypeVar
 import pydantic
 
 from .errors import TaskFileError
-from .store.jsonl import WIPE_TASK_FIX, JsonlAppender, read_jsonl
+from .store.jsonl import WIPE_TASK_FIX, read_jsonl
+from .store.task_store import Appender, store_for
 from .store.transaction import Transaction
 
 __all__ = ["DataclassListOutputFile", "DataclassOutputFile", "TaskOutputFile"]
@@ -35,6 +36,7 @@ class TaskOutputFile:
     def __init__(self, path_base: str, dryrun: bool = False) -> None:
         self.path_base = path_base
         self.dryrun = dryrun
+        self.store = store_for(dryrun)  # every write goes through it (a dry run's keeps nothing)
         self.written = False  # changed since the last commit
 
     def open(self, committed: dict[str, Any] | None) -> None:
@@ -96,7 +98,7 @@ class DataclassOutputFile(TaskOutputFile, Generic[DataT]):
         self.written = True
 
     def prepare_commit(self, txn: Transaction) -> dict[str, Any]:
-        if self.data is not None and self.written and not self.dryrun:
+        if self.data is not None and self.written:
             txn.write_bytes(self.path, self.adapter.dump_json(self.data, indent=1))
         self.written = False
         return {"exists": self.data is not None}
@@ -121,7 +123,7 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
         self.max_entries = max_entries
         self.max_size = max_size
         self.parts: list[dict[str, Any]] = []  # name, size, entries
-        self._appender: JsonlAppender | None = None
+        self._appender: Appender | None = None
         self._pending: list[bytes] = []
 
     @classmethod
@@ -161,20 +163,18 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
         self.parts = [dict(p) for p in (committed or {}).get("parts", [])]
         self._pending = []
         self.written = False
-        if self.dryrun:
-            return
         keep = {p["name"] for p in self.parts}
         for path in self.existing_paths(self.path_base):
             if path.name not in keep:
                 log.warning("Removing output file %s: written after the last commit by an interrupted run", path.name)
-                path.unlink()
+                self.store.unlink(path)
         for part in self.parts:
             self._check_tail(self._path(part["name"]), part["size"])
         if self.parts:
             last = self.parts[-1]
             for part in self.parts[:-1]:
-                JsonlAppender(self._path(part["name"]), part["size"], fix=WIPE_TASK_FIX).close()  # drops any tail
-            self._appender = JsonlAppender(self._path(last["name"]), last["size"], fix=WIPE_TASK_FIX)
+                self.store.appender(self._path(part["name"]), part["size"], fix=WIPE_TASK_FIX).close()  # drops a tail
+            self._appender = self.store.appender(self._path(last["name"]), last["size"], fix=WIPE_TASK_FIX)
 
     def _check_tail(self, path: Path, size: int) -> None:
         """Refuse a part whose last committed entry is not one (damaged from outside); reading the whole file
@@ -235,7 +235,7 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
 
     def prepare_commit(self, txn: Transaction) -> dict[str, Any]:
         """Append pending entries (new parts get their final names; older parts are renamed in ``txn``)."""
-        if not self.dryrun and self._pending:
+        if self._pending:
             plan = self._plan_parts()
             count = max(plan[-1] + 1, len(self.parts))
             if count != len(self.parts):
@@ -250,9 +250,9 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
                         self._appender.flush(fsync=True)
                         self._appender.close()
                     self.parts.append({"name": self._part_name(index + 1, count), "size": 0, "entries": 0})
-                    self._appender = JsonlAppender(self._path(self.parts[-1]["name"]), 0)
+                    self._appender = self.store.appender(self._path(self.parts[-1]["name"]), 0)
                 elif self._appender is None:  # first write of this run to the last committed part
-                    self._appender = JsonlAppender(
+                    self._appender = self.store.appender(
                         self._path(self.parts[-1]["name"]), self.parts[-1]["size"], fix=WIPE_TASK_FIX
                     )
                 self._appender.append_raw(line)

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -121,7 +121,6 @@ class RemoteBatches:
         commit: Callable[[], None],
         stop_check: Callable[[], bool],
         interruptible: Callable[[], AbstractContextManager[Any]],
-        dryrun: bool,
     ) -> None:
         self._opts = opts
         self._limits = limits
@@ -129,12 +128,11 @@ class RemoteBatches:
         self._state = state  # the requester state is replaced when it is loaded: read it through this
         self._budget = budget
         self._events = events
-        self._backend = backend  # made on first use (a dry run never makes one)
+        self._backend = backend  # made on first use (a dry run never makes one: see dryrun.py)
         self._server = server  # the API server this run talks to (server_identity)
         self._commit = commit
         self._stop_check = stop_check
         self._interruptible = interruptible
-        self._dryrun = dryrun
         self.congested_since: float | None = None  # token_limit_exceeded seen; push again when a batch ends
         self.congestion_tokens: int | None = None  # prompt tokens in flight that fit, learned from refusals
         self._poll_failures: dict[int, tuple[int, float]] = {}  # batch id -> (failed polls in a row, first)
@@ -168,19 +166,22 @@ class RemoteBatches:
     def push_batches(self) -> int:
         """Push local batches while the remote, session and task limits allow; returns how many were pushed."""
         pushed = 0
-        for batch in self._state().batches_in(BatchStatus.LOCAL):
-            if self._stop_check():
-                break
-            reason = self.push_blocker(batch)
-            self._budget.note_blocked(reason)
-            if reason is not None:
-                break
-            if self._dryrun:
-                log.info("Dry run: would push batch %d (%d requests)", batch.id, batch.num_requests)
-                continue
+        for batch in self._pushable():
             self._push(batch)
             pushed += 1
         return pushed
+
+    def _pushable(self) -> Iterator[BatchState]:
+        """The local batches, in order, while the remote, session and task limits allow each one (checked when
+        it is reached: pushing the one before changes what is in flight)."""
+        for batch in self._state().batches_in(BatchStatus.LOCAL):
+            if self._stop_check():
+                return
+            reason = self.push_blocker(batch)
+            self._budget.note_blocked(reason)
+            if reason is not None:
+                return
+            yield batch
 
     def _push(self, batch: BatchState) -> None:
         check_batch_file(self._layout, batch)
@@ -294,8 +295,6 @@ class RemoteBatches:
 
     def update_remote(self) -> int:
         """Poll the running remote batches; download the ones that ended. Returns how many ended."""
-        if self._dryrun:
-            return 0
         if self._state().batches_in(BatchStatus.PUSHING):
             self.resolve_pushing()  # candidates a backend could not tell apart may have ended meanwhile
         ended = 0
@@ -529,7 +528,7 @@ class RemoteBatches:
     def cleanup_remote(self) -> None:
         """Delete what a committed state marked as garbage on the remote (files, ended batches)."""
         S = self._state()
-        if self._dryrun or not S.remote_cleanup:
+        if not S.remote_cleanup:
             return
         for info in list(S.remote_cleanup):
             try:

@@ -111,7 +111,7 @@ class TaskManager(Generic[OutputT]):
             "group": wandb_group or type(self).__name__,
         }
         self.T = TaskState()
-        self._state_files = TaskStateFiles(self.GR.layout.task_state)
+        self._state_files = TaskStateFiles(self.GR.layout.task_state, self.GR.store)
         self.D: OutputT = output_factory(self.GR.layout.output_base, self.GR.dryrun)
         self.step_num = 0
         self._output_written = False
@@ -263,7 +263,7 @@ class TaskManager(Generic[OutputT]):
         gr, layout = self.GR, self.GR.layout
         gr.task_participant = self._add_task_to_txn
         fresh = not layout.task_state.exists()
-        self._state_files = TaskStateFiles(layout.task_state)
+        self._state_files = TaskStateFiles(layout.task_state, gr.store)
         if fresh and not gr.opts.wipe_task and (evidence := gr.task_evidence()):
             raise TaskFileError(
                 f"{layout.task_state} is missing, but this task has files ({', '.join(evidence[:4])}): it was "
@@ -276,13 +276,13 @@ class TaskManager(Generic[OutputT]):
             self.D.open(None)
         else:
             try:
-                self.T = self._state_files.load(cleanup=not gr.dryrun)
+                self.T = self._state_files.load(cleanup=True)
                 self.D.open(self.T.output)
             except TaskFileError as exc:
                 if not gr.opts.wipe_task:
                     raise
                 log.warning("%s\nStarting the task afresh, as asked (--wipe_task).", exc)
-                self._state_files = TaskStateFiles(layout.task_state)
+                self._state_files = TaskStateFiles(layout.task_state, gr.store)
                 self.T = TaskState(meta=dict(self.init_meta))
                 self.D.open(None)
         if gr.opts.wipe_task:
@@ -297,9 +297,8 @@ class TaskManager(Generic[OutputT]):
                 self._wipe_requests()
             elif fresh or meta_changed:
                 gr.commit(with_task=True)
-        if not gr.dryrun:
-            gr.resolve_pushing()
-            gr.cleanup_remote()
+        gr.resolve_pushing()
+        gr.cleanup_remote()
         self.validate_state(clean=not gr.has_unfinished_work)
         self.on_task_enter()
         self.events.emit(RUN_STARTED, task=type(self).__name__, config=self._public_config())
@@ -356,9 +355,8 @@ class TaskManager(Generic[OutputT]):
         if keep:
             self._report_ignored_meta()
         self.T = TaskState(meta=dict(self.T.meta if keep else self.init_meta))
-        if not self.GR.dryrun:
-            with Transaction(self.GR.layout.journal) as txn:
-                self.D.wipe(txn)
+        with self.GR.store.transaction(self.GR.layout.journal) as txn:
+            self.D.wipe(txn)
         self.D.open(None)
         self.GR.commit(with_task=True)
         totals = self.GR.S.totals

@@ -30,7 +30,8 @@ from typing import Any
 from .errors import TaskDataError, TaskFileError
 from .store import fastjson
 from .store.atomic import read_json
-from .store.jsonl import WIPE_TASK_FIX, JsonlAppender, read_jsonl
+from .store.jsonl import WIPE_TASK_FIX, read_jsonl
+from .store.task_store import Appender, TaskStore
 from .store.transaction import Transaction
 
 __all__ = ["TASK_STATE_VERSION", "TaskState", "TaskStateFiles", "TrackedDict", "load_task_state"]
@@ -140,12 +141,13 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 class TaskStateFiles:
     """Reads and commits a TaskState as ``<prefix>_task.json`` plus ``<prefix>_task_log_GGGG.jsonl``."""
 
-    def __init__(self, head: Path) -> None:
+    def __init__(self, head: Path, store: TaskStore | None = None) -> None:
         self.head = head
+        self._store = store or TaskStore()  # a DryRunStore in a dry run
         self.gen = 0
         self.end = 0  # committed size of the current log
         self.base = 0  # size of the compact part the current log generation started with
-        self._appender: JsonlAppender | None = None
+        self._appender: Appender | None = None
         self._written: dict[str, dict[Any, bytes]] = {name: {} for name in TRACKED_FIELDS}  # in-place-changeable
 
     def log_path(self, gen: int) -> Path:
@@ -154,7 +156,7 @@ class TaskStateFiles:
     # ------------------------------------------------------------------ load
 
     def load(self, *, cleanup: bool = False) -> TaskState:
-        """Read the state; ``cleanup`` also deletes a log generation no longer referred to (never in a dry run)."""
+        """Read the state; ``cleanup`` also deletes a log generation no longer referred to (through the store)."""
         data = _read_head(self.head)
         state = TaskState(meta=data.get("meta", {}), output=data.get("output"))
         if data["version"] == 1:
@@ -196,7 +198,7 @@ class TaskStateFiles:
                 and _LOG_NAME.fullmatch(stale.name, len(self.head.stem))
                 and stale.name.startswith(self.head.stem)
             ):  # left by a compaction whose commit never happened (exact names: tasks may share the folder)
-                stale.unlink(missing_ok=True)
+                self._store.unlink(stale)
         return state
 
     # ------------------------------------------------------------------ commit
@@ -274,9 +276,9 @@ class TaskStateFiles:
             self._appender.close()
             self._appender = None  # reopened on the new generation once this commit is done
 
-    def _open_appender(self) -> JsonlAppender:
+    def _open_appender(self) -> Appender:
         if self._appender is None:
-            self._appender = JsonlAppender(self.log_path(self.gen), committed_size=self.end, fix=WIPE_TASK_FIX)
+            self._appender = self._store.appender(self.log_path(self.gen), self.end, fix=WIPE_TASK_FIX)
         return self._appender
 
     def close(self) -> None:
