@@ -66,6 +66,7 @@ class Simulator:
         self.batches = BatchStore(self.config, self.files, self.answerer, self.lock)
         self.limiter = RateLimiter()
         self.direct_requests = 0
+        self.requests = 0  # every request received, on any route (a dry run must send none)
         self.faults_injected = 0  # 500s, 429s and dropped connections injected by the fault knobs
         self.direct_serving = 0  # direct calls being answered right now
         self.direct_statuses: Counter[int] = Counter()  # HTTP status of every direct answer
@@ -138,7 +139,8 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """``batches`` (every batch ever created, as API objects), ``files`` (stored now), ``direct_requests``,
-        ``direct_statuses`` (direct answers by HTTP status), ``count_token_calls`` (Anthropic's count_tokens)."""
+        ``direct_statuses`` (direct answers by HTTP status), ``count_token_calls`` (Anthropic's count_tokens),
+        ``requests`` (every request received, on any route)."""
         batches = self.batches.all()
         with self.lock:
             return {
@@ -147,12 +149,15 @@ class Simulator:
                 "direct_requests": self.direct_requests,
                 "direct_statuses": dict(self.direct_statuses),
                 "count_token_calls": self.anthropic.count_token_calls,
+                "requests": self.requests,
             }
 
     # --- requests -------------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[int, bytes, dict[str, str], str]:
         """Answer one request: ``(status, body bytes, extra headers, content type)``; raises _Drop."""
+        with self.lock:
+            self.requests += 1
         path, _, query_text = target.partition("?")
         path = path.rstrip("/")
         direct = method == "POST" and path in _DIRECT
