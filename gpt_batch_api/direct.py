@@ -464,7 +464,10 @@ class DirectExecutor:
             error = status_error(what, status, answer.body, message, transport.words)
         else:
             model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
-            why = advice(kind, status, answer.body, path=path, base_url=redact(transport.base_url), model=model)
+            base_url = redact(transport.base_url)
+            why = advice(
+                kind, status, answer.body, path=path, base_url=base_url, model=model, key_hint=transport.words.key_hint
+            )
             error = ServerRefusedError(f"Stopped before marking any request failed: {why}.", status)
         raise _Fatal(error)
 

@@ -131,7 +131,7 @@ class DirectRunner:
         changed = False
         for batch in self._state().batches_in(BatchStatus.LOCAL):
             log.info("Batch %d will use the direct API (--force_direct)", batch.id)
-            batch.status = BatchStatus.DIRECT
+            batch.move_to(BatchStatus.DIRECT)
             changed = True
         if changed:
             self._commit()

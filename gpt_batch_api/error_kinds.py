@@ -78,8 +78,11 @@ def error_kind(status: int | None, body: Any) -> ErrorKind:
     return ErrorKind.REQUEST
 
 
-def advice(kind: ErrorKind, status: int | None, body: Any, *, path: str, base_url: str, model: str | None) -> str:
-    """One sentence naming the likely cause of a configuration error and the fix."""
+def advice(
+    kind: ErrorKind, status: int | None, body: Any, *, path: str, base_url: str, model: str | None, key_hint: str
+) -> str:
+    """One sentence naming the likely cause of a configuration error and the fix (``key_hint``: where the
+    provider's key comes from, see ``api_errors.ProviderWords``)."""
     type_, code, message = error_fields(body)
     said = f"HTTP {status}{f' {code or type_}' if code or type_ else ''}: {message.strip()[:300]}"
     if kind == ErrorKind.QUOTA:
@@ -88,10 +91,7 @@ def advice(kind: ErrorKind, status: int | None, body: Any, *, path: str, base_ur
             "billing page (or the gateway's budget), then rerun the same command"
         )
     if kind == ErrorKind.AUTH:
-        return (
-            f"the API key was rejected ({said}). Check OPENAI_API_KEY or --openai_api_key (through a gateway: "
-            "the gateway's key, not the provider's), then rerun the same command"
-        )
+        return f"the API key was rejected ({said}). Check {key_hint}, then rerun the same command"
     if kind == ErrorKind.MODEL:
         return (
             f"the server does not know the model {model!r} ({said}). Fix the model name ({base_url.rstrip('/')}"

@@ -1,8 +1,9 @@
 """GPTRequester: the request engine. Queue on disk, batches within limits, push, poll, results, direct API.
 
 The requester owns the queue and batch files and the requester state (see docs/DESIGN.md for the
-layout and the commit protocol). This class keeps the lifecycle, the state, the queue, the cutting of
+layout and the commit protocol). This class keeps the lifecycle, the state, the cutting of
 batches and the commit point; it is composed of parts that get their inputs in their constructors:
+- ``RequestQueue`` (``request_queue.py``): the committed requests not yet in a batch, on disk;
 - ``Budget`` (``budget.py``): the remote/session/task limits, and charging a sent batch (or refunding it);
 - ``RemoteBatches`` (``remote.py``): push (exactly once), poll, download, cancel and delete, through a
   ``BatchBackend``;
@@ -44,20 +45,19 @@ from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .exact_tokens import count_exactly
 from .limits import Amounts, Limit
 from .processing import BatchProcessor
-from .queue_records import parse_queue_record, queue_record_bytes
 from .redact import redact
 from .remote import RemoteBatches
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
+from .request_queue import RequestQueue
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState, load_state
 from .results import BatchResult
 from .server_identity import server_identity
 from .store import fastjson
 from .store.atomic import crash_point
-from .store.jsonl import corrupt_line_error
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
-from .store.task_store import Appender, store_for
+from .store.task_store import store_for
 from .store.transaction import Transaction
 from .tokens import TokenEstimator
 
@@ -137,13 +137,19 @@ class GPTRequester:
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
         self.interruptible: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
         self._lock: TaskLock | None = None
-        self._queue: Appender | None = None
         self._pending_deletes: list[Path] = []
         # pooled request id -> what its answer should hold: (structured output class, number of outputs)
         self._expected: dict[int, tuple[dict[str, str] | None, int]] = {}
         self._exactly_counted: set[int] = set()  # pool requests whose input tokens were counted exactly
         self.entered = False
         # The parts (each gets its inputs here; the requester state is read through a getter: loading replaces it)
+        self.queue = RequestQueue(
+            path_of=self.layout.queue,
+            state=lambda: self.S.queue,
+            replace_state=lambda queue: setattr(self.S, "queue", queue),
+            delete_on_commit=self._pending_deletes.extend,
+            store=self.store,
+        )
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
         self.remote_batches = (DryRunRemoteBatches if self.dryrun else RemoteBatches)(
             opts=self.opts,
@@ -167,12 +173,13 @@ class GPTRequester:
             events=self.events,
             state=lambda: self.S,
             usage=self.usage,
-            enqueue=self._enqueue,
+            enqueue=self.queue.enqueue,
             delete_on_commit=self._pending_deletes.extend,
             commit=self.commit,
             unpush=self.remote_batches.unpush,
             cleanup_remote=self.remote_batches.cleanup_remote,
             api_base_url=lambda: self.api_base_url,
+            key_hint=lambda: self.connection.words.key_hint,
         )
         self.direct_runner = (DryRunDirectRunner if self.dryrun else DirectRunner)(
             opts=self.opts,
@@ -228,9 +235,7 @@ class GPTRequester:
         try:
             self.direct_runner.close(error)
         finally:  # a Ctrl+C while the answers in flight are awaited still releases the task
-            if self._queue is not None:
-                self._queue.close()
-                self._queue = None
+            self.queue.close()
             self._release_lock()
             self.entered = False
 
@@ -274,15 +279,7 @@ class GPTRequester:
                 )
         self.S.endpoint = self.endpoint.path
         self._remove_stray_files()
-        try:
-            self._queue = self.store.appender(self.layout.queue(self.S.queue.gen), self.S.queue.end)
-        except TaskFileError as exc:
-            if not wiping:
-                raise
-            log.warning("%s\nThe queue is wiped, as asked (--wipe_requests).", exc)
-            self._pending_deletes.append(self.layout.queue(self.S.queue.gen))
-            self.S.queue = type(self.S.queue)(gen=self.S.queue.gen + 1)
-            self._queue = self.store.appender(self.layout.queue(self.S.queue.gen), 0)
+        self.queue.open(wiping=wiping)
         for batch in self.S.batches_in(BatchStatus.DIRECT):
             self.store.recover_jsonl(self.layout.batch_results(batch.id))
 
@@ -350,14 +347,7 @@ class GPTRequester:
 
     def commit(self, *, with_task: bool = False) -> None:
         """Make the in-memory state durable in one transaction (with the task's files if ``with_task``)."""
-        assert self._queue is not None
-        self.S.queue.end = self._queue.flush(fsync=True)
-        rotate = self.S.queue.start == self.S.queue.end and self.S.queue.end > 0
-        old_queue = self.layout.queue(self.S.queue.gen)
-        if rotate:  # the queue file is fully consumed: start a fresh one, delete the old one in this commit
-            self.S.queue.gen += 1
-            self.S.queue.start = self.S.queue.end = 0
-            self._pending_deletes.append(old_queue)
+        self.queue.prepare_commit()
         crash_point("requester_before_commit")
         with self.store.transaction(self.layout.journal) as txn:
             if with_task and self.task_participant is not None:
@@ -366,9 +356,7 @@ class GPTRequester:
             for path in self._pending_deletes:
                 txn.delete(path)
         self._pending_deletes.clear()  # the list the parts add to (delete_on_commit)
-        if rotate:
-            self._queue.close()
-            self._queue = self.store.appender(self.layout.queue(self.S.queue.gen), 0)
+        self.queue.committed()
 
     # ------------------------------------------------------------------ requests and the queue
 
@@ -420,54 +408,13 @@ class GPTRequester:
     def add_requests(self, reqs: list[GPTRequest]) -> list[CachedGPTRequest]:
         return [self.add_request(req) for req in reqs]
 
-    def queue_line(
-        self,
-        line: bytes,
-        *,
-        req_id: int,
-        retry_num: int,
-        tokens_input: int,
-        tokens_output: int,
-        cost_batch: float,
-        cost_direct: float,
-        parse: dict[str, str] | None,
-        num_outputs: int,
-        meta: dict[str, Any],
-    ) -> bytes:
-        """The queue line of one request (its batch ``line`` without the newline), counted in the queue's
-        totals; the caller appends it. New requests and retries both go through here."""
-        size = len(line) + 1
-        queue = self.S.queue
-        queue.num_requests += 1
-        queue.tokens_input += tokens_input
-        queue.cost += cost_batch
-        queue.size += size
-        head = {
-            "id": req_id,
-            "retry_num": retry_num,
-            "ti": tokens_input,
-            "to": tokens_output,
-            "cb": cost_batch,
-            "cd": cost_direct,
-            "size": size,
-            "parse": parse,
-            "n": num_outputs,
-            "meta": meta,
-        }
-        return queue_record_bytes(head, line)
-
-    def _enqueue(self, line: bytes, **fields: Any) -> None:
-        """Append one request (a retry) to the queue, committed with the caller's next commit."""
-        assert self._queue is not None
-        self._queue.append_raw(self.queue_line(line, **fields))
-
     def _append_to_queue(self, cached_reqs: list[CachedGPTRequest]) -> None:
         records = []
         for cached in cached_reqs:
             info, req = cached.info, cached.item.req
             parse, num_outputs = self._expected.pop(cached.item.id, (None, 1))
             records.append(
-                self.queue_line(
+                self.queue.record(
                     cached.line[:-1],
                     req_id=cached.item.id,
                     retry_num=req.retry_num,
@@ -480,8 +427,7 @@ class GPTRequester:
                     meta=req.meta,
                 )
             )
-        assert self._queue is not None
-        self._queue.append_raw(b"".join(records))
+        self.queue.append(records)
 
     @contextlib.contextmanager
     def commit_requests(self) -> Iterator[list[CachedGPTRequest]]:
@@ -514,19 +460,6 @@ class GPTRequester:
             count_exactly(backend, todo, self.coster)
         self._exactly_counted.update(cached.item.id for cached in todo)
 
-    def queue_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Committed queue records not yet in a batch, with their end offsets."""
-        yield from self._records_with_end(self.layout.queue(self.S.queue.gen))
-
-    def _records_with_end(self, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-        end = self.S.queue.end
-        for offset, raw in self.store.read_raw_lines(path, self.S.queue.start, end):
-            try:
-                record = parse_queue_record(raw)
-            except ValueError as exc:
-                raise corrupt_line_error(path, offset, exc) from None
-            yield offset + len(raw), record
-
     # ------------------------------------------------------------------ cutting batches
 
     def batch_requests(self, *, flush: bool, split_tail: bool = False) -> int:
@@ -551,7 +484,7 @@ class GPTRequester:
             direct = self.opts.force_direct
             if not direct and len(self.S.batches_in(BatchStatus.LOCAL)) >= self.limits.max_unpushed_batches:
                 break
-            if not flush and not direct and self._queue_fits(self.limits.batch):
+            if not flush and not direct and self.queue.fits_in_one_batch(self.limits):
                 break  # not a full batch yet: wait for more requests
             tail = self._tail_direct_requests() if flush and split_tail else None
             if direct:
@@ -572,11 +505,6 @@ class GPTRequester:
         if made:
             self.commit()
         return made
-
-    def _queue_fits(self, limit: Limit) -> bool:
-        queue = self.S.queue
-        total = Amounts(queue.num_requests, queue.tokens_input, queue.cost, queue.size)
-        return limit.exceeded_by(total, self.limits.max_token_safety, self.limits.max_mb_safety) is None
 
     def _unstarted_direct(self) -> Amounts:
         """What the direct batches cut ahead and not started yet will spend: the session and task budgets must
@@ -618,7 +546,7 @@ class GPTRequester:
         requests = tokens = size = 0
         cost = 0.0
         full = False
-        for record_end, record in self.queue_records():
+        for record_end, record in self.queue.records():
             tokens_next, cost_next, size_next = tokens + record["ti"], cost + record[cost_key], size + record["size"]
             if (
                 requests + 1 > cap_requests
@@ -670,14 +598,9 @@ class GPTRequester:
             last_req_id=records[-1]["id"],
             created_at=time.time(),
         )
-        queue = self.S.queue
-        queue.num_requests -= batch.num_requests
-        queue.tokens_input -= batch.tokens_input
-        queue.cost -= sum(r["cb"] for r in records)
-        queue.size -= batch.size
         self.store.write_new(self.layout.batch_input(batch_id), b"\n".join([r["_line"] for r in records]) + b"\n")
         self.store.write_new(self.layout.batch_info(batch_id), b"\n".join([r["_head"] for r in records]) + b"\n")
-        queue.start = end
+        self.queue.take(records, end, tokens_input=batch.tokens_input, size=batch.size)
         self.S.batches.append(batch)
         self.events.emit(
             BATCH_CREATED,
@@ -706,7 +629,7 @@ class GPTRequester:
                 acc.cost,
             )
 
-        for _, record in self.queue_records():
+        for _, record in self.queue.records():
             item = Amounts(1, record["ti"], record["cd"] if direct else record["cb"], record["size"])
             if acc.requests and limit.exceeded_by(acc + item, self.limits.max_token_safety, self.limits.max_mb_safety):
                 number += 1
@@ -863,9 +786,4 @@ def _wipe_requests(requester: GPTRequester) -> None:
     log.warning("Wiped %d queued requests and %d batches", S.queue.num_requests, len(S.batches))
     S.batches = []
     requester.P = []
-    old_queue = requester.layout.queue(S.queue.gen)
-    S.queue = type(S.queue)(gen=S.queue.gen + 1)
-    if requester._queue is not None:
-        requester._queue.close()
-        requester._pending_deletes.append(old_queue)
-        requester._queue = requester.store.appender(requester.layout.queue(S.queue.gen), 0)
+    requester.queue.wipe()

@@ -110,6 +110,7 @@ class BatchProcessor:
         unpush: Callable[[BatchState], None],
         cleanup_remote: Callable[[], None],
         api_base_url: Callable[[], str],
+        key_hint: Callable[[], str],
     ) -> None:
         self._opts = opts
         self._layout = layout
@@ -125,6 +126,7 @@ class BatchProcessor:
         self._unpush = unpush  # gives a batch back as never sent (the remote side, the budget)
         self._cleanup_remote = cleanup_remote
         self._api_base_url = api_base_url  # for advice; made only when a refusal needs it
+        self._key_hint = key_hint
 
     def process_batches(self, handler: Callable[[BatchResult], None]) -> int:
         """Process every finished remote batch through ``handler``; returns how many were processed."""
@@ -142,7 +144,7 @@ class BatchProcessor:
                 # The provider still holds the answers (its files are deleted only after processing): download
                 # them again rather than count those requests as missing and buy them again.
                 log.warning("Batch %d: %s; downloading its results again", batch.id, damage)
-                batch.status = BatchStatus.REMOTE
+                batch.move_to(BatchStatus.REMOTE)
                 self._commit()
                 continue
             with gc_paused():  # one batch's result objects die before the collector would walk them
@@ -201,6 +203,7 @@ class BatchProcessor:
             data["body"],
             path=self._endpoint.path.removeprefix("/v1"),
             base_url=self._api_base_url(),
+            key_hint=self._key_hint(),
             model=model if isinstance(model, str) else None,
         )
         self._unpush(batch)

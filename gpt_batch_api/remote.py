@@ -185,7 +185,7 @@ class RemoteBatches:
 
     def _push(self, batch: BatchState) -> None:
         check_batch_file(self._layout, batch)
-        batch.status = BatchStatus.PUSHING
+        batch.move_to(BatchStatus.PUSHING)
         batch.push_started_at = time.time()
         self._commit()
         crash_point("push_after_mark")
@@ -236,7 +236,7 @@ class RemoteBatches:
         return self._api(lambda: self._backend().find(self._tag(batch), batch.num_requests, since, known))
 
     def _adopt(self, batch: BatchState, remote: RemoteBatch) -> None:
-        batch.status = BatchStatus.REMOTE
+        batch.move_to(BatchStatus.REMOTE)
         batch.remote = remote_info(remote, batch.remote)
         self._budget.charge(batch)
 
@@ -286,7 +286,7 @@ class RemoteBatches:
                     self._api(functools.partial(self._backend().discard, self._tag(batch), batch.remote.handles))
                 except APIError as exc:
                     log.warning("Could not delete what batch %d uploaded (%s); it is harmless", batch.id, exc)
-                batch.status = BatchStatus.LOCAL
+                batch.move_to(BatchStatus.LOCAL)
                 batch.push_started_at = None
                 batch.remote = RemoteInfo()
             self._commit()
@@ -311,7 +311,7 @@ class RemoteBatches:
                     batch.num_requests,
                 )
                 batch.remote.status = "missing"
-                batch.status = BatchStatus.FINISHED
+                batch.move_to(BatchStatus.FINISHED)
                 self._commit()
                 ended += 1
                 continue
@@ -417,7 +417,7 @@ class RemoteBatches:
             self._commit()
             return False
         info.finished_at = time.time()
-        batch.status = BatchStatus.FINISHED
+        batch.move_to(BatchStatus.FINISHED)
         self._commit()
         crash_point("remote_after_download")
         self._events.emit(BATCH_FINISHED, batch_id=batch.id, status=info.status)
@@ -514,7 +514,7 @@ class RemoteBatches:
         if batch.push_started_at is not None or batch.status != BatchStatus.DIRECT:
             self._budget.refund(batch)
         if batch.status != BatchStatus.DIRECT:
-            batch.status = BatchStatus.LOCAL
+            batch.move_to(BatchStatus.LOCAL)
         batch.push_started_at = None
         batch.remote = RemoteInfo()
 

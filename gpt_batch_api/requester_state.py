@@ -20,7 +20,16 @@ from .errors import TaskFileError
 from .store.atomic import read_json
 from .store.jsonl import WIPE_REQUESTS_FIX
 
-__all__ = ["BatchState", "BatchStatus", "QueueState", "RemoteInfo", "RequesterState", "Totals", "load_state"]
+__all__ = [
+    "ALLOWED_MOVES",
+    "BatchState",
+    "BatchStatus",
+    "QueueState",
+    "RemoteInfo",
+    "RequesterState",
+    "Totals",
+    "load_state",
+]
 
 STATE_VERSION = 2
 
@@ -33,6 +42,19 @@ class BatchStatus(enum.StrEnum):
     REMOTE = "remote"  # the remote batch exists and has not finished
     FINISHED = "finished"  # the remote batch ended; its output and error files are downloaded locally
     DIRECT = "direct"  # run through the direct API; answers are appended to its results journal
+
+
+# Every move a batch may make. Anything else is a bug in the engine: it is refused before it reaches the
+# state file, where a wrong status would send requests twice (LOCAL while remote) or never (FINISHED unfetched).
+ALLOWED_MOVES: dict[BatchStatus, frozenset[BatchStatus]] = {
+    BatchStatus.LOCAL: frozenset({BatchStatus.PUSHING, BatchStatus.DIRECT}),  # push starts / --force_direct
+    BatchStatus.PUSHING: frozenset({BatchStatus.REMOTE, BatchStatus.LOCAL}),  # created or adopted / nothing found
+    # ended and downloaded / refused for congestion, or adopted by mistake (someone else's results)
+    BatchStatus.REMOTE: frozenset({BatchStatus.FINISHED, BatchStatus.LOCAL}),
+    # download found damaged: fetch again / every request refused for the same configuration error
+    BatchStatus.FINISHED: frozenset({BatchStatus.REMOTE, BatchStatus.LOCAL}),
+    BatchStatus.DIRECT: frozenset(),  # a direct batch stays direct until it is processed and leaves the state
+}
 
 
 class _Model(pydantic.BaseModel):
@@ -63,7 +85,7 @@ class RemoteInfo(_Model):
 
 class BatchState(_Model):
     id: int
-    status: BatchStatus
+    status: BatchStatus = pydantic.Field(frozen=True)  # changed only by move_to, which checks the move
     num_requests: int
     tokens_input: int
     tokens_output: int
@@ -78,6 +100,12 @@ class BatchState(_Model):
     @property
     def direct(self) -> bool:
         return self.status == BatchStatus.DIRECT
+
+    def move_to(self, status: BatchStatus) -> None:
+        """Change the status if ``ALLOWED_MOVES`` permits it; raises RuntimeError (an engine bug) otherwise."""
+        if status not in ALLOWED_MOVES[self.status]:
+            raise RuntimeError(f"Batch {self.id} cannot move from {self.status} to {status} (a bug in gpt_batch_api)")
+        self.__dict__["status"] = status  # the field is frozen against plain assignment
 
 
 class QueueState(_Model):

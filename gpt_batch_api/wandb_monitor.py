@@ -37,7 +37,7 @@ _SECRET_VALUE = re.compile(
 )
 # Credentials inside URLs: scheme://user:password@host
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s:]+:[^/@\s]+@")
-_SECRET_ENV = ("OPENAI_API_KEY", "WANDB_API_KEY", "AZURE_OPENAI_API_KEY")
+_SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "WANDB_API_KEY", "AZURE_OPENAI_API_KEY")
 
 
 def public_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -152,3 +152,18 @@ def test_quota_and_key_errors_stop_with_the_right_message(tmp_path, sim):
     with pytest.raises(AuthenticationError):
         NumbersTask(str(tmp_path / "k"), 30, client_base_url=sim.base_url, force_direct=True, **OPTIONS).run()
     assert_nothing_consumed(tmp_path / "k")
+
+
+def test_a_key_refused_in_every_result_line_names_the_key_of_the_provider_in_use():
+    from gpt_batch_api.api_errors import ANTHROPIC, OPENAI
+    from gpt_batch_api.backends.connections import connect
+    from gpt_batch_api.error_kinds import advice
+    from gpt_batch_api.requester_options import RequesterOptions
+
+    body = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+    for provider, words, other in (("openai", OPENAI, "ANTHROPIC_API_KEY"), ("anthropic", ANTHROPIC, "OPENAI_API_KEY")):
+        connection = connect(RequesterOptions(provider=provider), "/v1/messages")
+        assert connection.words is words
+        said = advice(ErrorKind.AUTH, 401, body, path="/messages", base_url="http://127.0.0.1:9", model=None,
+                      key_hint=connection.words.key_hint)  # fmt: skip
+        assert words.key_hint in said and other not in said

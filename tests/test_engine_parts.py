@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 import pkgutil
 from pathlib import Path
+
+import pydantic
+import pytest
 
 import gpt_batch_api
 from gpt_batch_api.budget import Budget, SessionUsage, amounts_of
 from gpt_batch_api.events import LIMIT_REACHED, EventBus
 from gpt_batch_api.requester_options import RequesterOptions
-from gpt_batch_api.requester_state import BatchState, BatchStatus, RequesterState
+from gpt_batch_api.requester_state import ALLOWED_MOVES, BatchState, BatchStatus, RequesterState
 
 PACKAGE = Path(gpt_batch_api.__file__).parent
 PARTS = ("budget.py", "remote.py", "processing.py", "direct_batches.py")
@@ -95,3 +99,31 @@ def test_blocker_names_the_session_then_the_task_limit_and_says_it_once():
     budget.note_blocked("max_task_requests")
     assert seen == ["Not sending more requests for now: --max_task_requests 10 reached"]
     assert budget.last_block_reason == "max_task_requests"
+
+
+def test_a_batch_makes_only_the_allowed_moves_and_a_refused_one_changes_nothing():
+    allowed = {(a, b) for a, targets in ALLOWED_MOVES.items() for b in targets}
+    # The life of a batch, including its ways back (congestion, damaged download, refusal, nothing created).
+    assert allowed == {
+        (BatchStatus.LOCAL, BatchStatus.PUSHING), (BatchStatus.LOCAL, BatchStatus.DIRECT),
+        (BatchStatus.PUSHING, BatchStatus.REMOTE), (BatchStatus.PUSHING, BatchStatus.LOCAL),
+        (BatchStatus.REMOTE, BatchStatus.FINISHED), (BatchStatus.REMOTE, BatchStatus.LOCAL),
+        (BatchStatus.FINISHED, BatchStatus.REMOTE), (BatchStatus.FINISHED, BatchStatus.LOCAL),
+    }  # fmt: skip
+    for start, target in itertools.product(BatchStatus, repeat=2):
+        batch = _batch(start)
+        if (start, target) in allowed:
+            batch.move_to(target)
+            assert batch.status == target
+            assert BatchState.model_validate(batch.model_dump(mode="json")).status == target
+        else:
+            with pytest.raises(RuntimeError, match=f"cannot move from {start} to {target}"):
+                batch.move_to(target)
+            assert batch.status == start
+
+
+def test_a_plain_status_assignment_is_refused():
+    batch = _batch(BatchStatus.REMOTE)
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        batch.status = BatchStatus.LOCAL
+    assert batch.status == BatchStatus.REMOTE

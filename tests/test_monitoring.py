@@ -28,6 +28,7 @@ from gpt_batch_api.wandb_monitor import WandbMonitor, batch_result_metrics, publ
 PLANTED_KEY = "sk-plantedCONFIGkey0123456789abcdef"
 PLANTED_ARGV = "sk-plantedARGVkey0123456789abcdef"
 PLANTED_ENV = "plantedENVsecretValue42"
+PLANTED_ANTHROPIC_ENV = "plantedANTHROPICsecret77"
 PLANTED_URL = "plantedURLpassword"
 
 
@@ -204,6 +205,7 @@ def test_wandb_offline_logs_metrics_config_and_never_a_key(
     # Places a key could leak from: the config, the command line (wandb metadata), the environment, a URL.
     monkeypatch.setattr(sys, "argv", ["task.py", "--openai_api_key", PLANTED_ARGV])
     monkeypatch.setenv("OPENAI_API_KEY", PLANTED_ENV)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", PLANTED_ANTHROPIC_ENV)
     run_dir = tmp_path / "runs"
     monitor = WandbMonitor(
         project="gpt_batch_api", entity=None, run_id=None, name="test run", group=None, dir=str(run_dir), config=None
@@ -213,7 +215,7 @@ def test_wandb_offline_logs_metrics_config_and_never_a_key(
     assert monitor.start()
     config = {
         "task": "NumbersTask",
-        "meta": {"model": "gpt-test", "note": f"copied {PLANTED_ENV} by mistake"},
+        "meta": {"model": "gpt-test", "note": f"copied {PLANTED_ENV} by mistake", "n2": PLANTED_ANTHROPIC_ENV},
         "openai_api_key": PLANTED_KEY,
         "client_base_url": f"http://user:{PLANTED_URL}@127.0.0.1:9/v1",
         "max_batch_requests": 100,
@@ -260,7 +262,7 @@ def test_wandb_offline_logs_metrics_config_and_never_a_key(
     assert files
     for path in files:
         data = path.read_bytes()
-        for secret in (PLANTED_KEY, PLANTED_ARGV, PLANTED_ENV, PLANTED_URL):
+        for secret in (PLANTED_KEY, PLANTED_ARGV, PLANTED_ENV, PLANTED_ANTHROPIC_ENV, PLANTED_URL):
             assert secret.encode() not in data, f"{secret} leaked into {path}"
 
 

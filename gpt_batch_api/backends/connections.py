@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..api_errors import ANTHROPIC, OPENAI, ProviderWords
 from ..errors import ConfigError
 from ..server_identity import is_loopback_url
 from . import create_backend
@@ -27,6 +28,7 @@ LOCAL_SERVER_KEY = "sk-local-server-no-key"  # sent only to servers on this mach
 
 class Connection(Protocol):
     name: str  # the provider, as --provider names it
+    words: ProviderWords  # its name and where its key comes from, for error messages
 
     def base_url(self) -> str:
         """The API server's base URL (may carry credentials: redact it before showing it)."""
@@ -46,6 +48,7 @@ class OpenAIConnection:
     """OpenAI and OpenAI-compatible servers (vLLM, gateways, the simulator) through the ``openai`` SDK."""
 
     name = "openai"
+    words = OPENAI
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class AnthropicConnection:
     """Anthropic's Messages and Message Batches APIs through the ``anthropic`` SDK (an optional extra)."""
 
     name = "anthropic"
+    words = ANTHROPIC
 
     def __init__(self, opts: RequesterOptions, make_async_client: Callable[[], Any] | None = None) -> None:
         self._opts = opts
