@@ -55,6 +55,7 @@ from .results import BatchResult
 from .server_identity import server_identity
 from .store import fastjson
 from .store.atomic import cleanup_temp_files, crash_point, fsync_dir, raise_as_disk_error
+from .store.commit import CommitCoordinator, CommitParticipant
 from .store.jsonl import recover_jsonl
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
@@ -119,11 +120,13 @@ class GPTRequester:
         client: Any = None,
         make_async_client: Callable[[], Any] | None = None,
         backend: BatchBackend | None = None,
+        task_files: CommitParticipant | None = None,
         options: RequesterOptions | None = None,
         **option_values: Any,
     ) -> None:
         """``options`` (typed: a misspelt name is a type error) and ``option_values`` (the CLI's names, which
-        win) are the settings; ``backend`` replaces the provider's batch API (e.g. ``InMemoryBatchBackend``)."""
+        win) are the settings; ``backend`` replaces the provider's batch API (e.g. ``InMemoryBatchBackend``);
+        ``task_files`` are the task's files, which join the commits that change the task (``commit(with_task)``)."""
         given = dataclasses.asdict(options) if options is not None else {}
         self.opts = RequesterOptions.from_kwargs({**given, **option_values})
         self.layout = TaskLayout(Path(working_dir), name_prefix)
@@ -147,7 +150,6 @@ class GPTRequester:
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
         self.S = RequesterState(endpoint=self.endpoint.path)
         self.usage = SessionUsage()
-        self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
         self.interruptible: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
@@ -164,6 +166,11 @@ class GPTRequester:
             replace_state=lambda queue: setattr(self.S, "queue", queue),
             delete_on_commit=self._pending_deletes.extend,
             dryrun=self.dryrun,
+        )
+        self._commits = CommitCoordinator(
+            self.layout.journal,
+            requester=RequesterFiles(self.layout, self.queue, lambda: self.S, self._pending_deletes),
+            task=task_files,
         )
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
         self.remote_batches = RemoteBatches(
@@ -372,16 +379,7 @@ class GPTRequester:
         """Make the in-memory state durable in one transaction (with the task's files if ``with_task``)."""
         if self.dryrun:
             return
-        self.queue.prepare_commit()
-        crash_point("requester_before_commit")
-        with Transaction(self.layout.journal) as txn:
-            if with_task and self.task_participant is not None:
-                self.task_participant(txn)
-            txn.write_json(self.layout.requester_state, self.S.to_json())
-            for path in self._pending_deletes:
-                txn.delete(path)
-        self._pending_deletes.clear()  # the list the parts add to (delete_on_commit)
-        self.queue.committed()
+        self._commits.commit(with_task=with_task)
 
     # ------------------------------------------------------------------ requests and the queue
 
@@ -458,7 +456,7 @@ class GPTRequester:
     def commit_requests(self) -> Iterator[list[CachedGPTRequest]]:
         """Commit the pool to the queue; the task updates its state for the yielded requests meanwhile.
 
-        Everything (queue, requester state and, through ``task_participant``, the task state) becomes
+        Everything (queue, requester state and the ``task_files``) becomes
         durable in one transaction when the block exits; if the block raises, nothing is committed.
         """
         cached_reqs = list(self.P)
@@ -800,6 +798,30 @@ class GPTRequester:
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
+
+
+class RequesterFiles:
+    """The requester's side of every commit: the queue's appended records, the requester state, and the files
+    the parts gave up (``delete_on_commit``)."""
+
+    def __init__(
+        self, layout: TaskLayout, queue: RequestQueue, state: Callable[[], RequesterState], deletes: list[Path]
+    ) -> None:
+        self._layout = layout
+        self._queue = queue
+        self._state = state
+        self._deletes = deletes  # the list the parts add to
+
+    def prepare_commit(self, txn: Transaction) -> None:
+        self._queue.prepare_commit()
+        crash_point("requester_before_commit")
+        txn.write_json(self._layout.requester_state, self._state().to_json())
+        for path in self._deletes:
+            txn.delete(path)
+
+    def committed(self) -> None:
+        self._deletes.clear()
+        self._queue.committed()
 
 
 def _write_durably(path: Path, data: bytes) -> None:

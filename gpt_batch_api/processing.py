@@ -1,6 +1,6 @@
 """From a finished batch to a BatchResult, and from the task's decisions to retries, totals and cleanup.
 
-Processing a batch is one transaction: the task's changes (through ``task_participant``), the retries
+Processing a batch is one transaction: the task's changes (its ``TaskFiles``), the retries
 appended to the queue, the totals, and the removal of the batch from the state all commit together,
 so a crash at any point leaves the batch either unprocessed (it is processed again, from the same
 local files) or processed exactly once.
