@@ -140,3 +140,25 @@ def test_ctrl_c_while_counting_stops_at_once_and_commits_nothing(tmp_path):
         sim.config.latency_ms = 0
         finish(tmp_path, sim, 70, options)
     assert_complete(tmp_path, 70)
+
+
+def test_a_backend_that_cannot_count_names_the_fix_and_the_fix_commits(tmp_path):
+    """A custom batch backend (here the in-memory one) without count_tokens: the commit stops before anything is
+    queued and names the option to drop; the same requests without it are queued."""
+    from gpt_batch_api import GPTRequest, GPTRequester
+    from gpt_batch_api.backends.memory import InMemoryBatchBackend
+    from gpt_batch_api.errors import ConfigError
+
+    payload = {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+    options = {"provider": "anthropic", "anthropic_api_key": "sk-ant-test", "client_base_url": "http://127.0.0.1:9"}
+    with GPTRequester(tmp_path, "t", backend=InMemoryBatchBackend(), exact_input_tokens=True, **options) as gr:
+        gr.add_request(GPTRequest(payload))
+        with pytest.raises(ConfigError, match="memory backend cannot count input tokens: run without --exact_input_"):
+            with gr.commit_requests():
+                pass
+        assert gr.S.queue.num_requests == 0
+    with GPTRequester(tmp_path, "t", backend=InMemoryBatchBackend(), **options) as gr:
+        gr.add_request(GPTRequest(payload))
+        with gr.commit_requests():
+            pass
+        assert gr.S.queue.num_requests == 1
