@@ -45,6 +45,7 @@ from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .exact_tokens import count_exactly
 from .limits import Amounts, Limit
 from .processing import BatchProcessor
+from .queue_records import QueueRecord
 from .redact import redact
 from .remote import RemoteBatches
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
@@ -418,10 +419,8 @@ class GPTRequester:
             json_size=len(line),
             tokens_input=tokens_in,
             tokens_output=tokens_out,
-            cost_input_batch=self.coster.input_cost(tokens_in, batch=True),
-            cost_output_batch=self.coster.output_cost(tokens_out, batch=True),
-            cost_input_direct=self.coster.input_cost(tokens_in, batch=False),
-            cost_output_direct=self.coster.output_cost(tokens_out, batch=False),
+            cost_batch=self.coster.predicted_cost(tokens_in, tokens_out, batch=True),
+            cost_direct=self.coster.predicted_cost(tokens_in, tokens_out, batch=False),
         )
         cached = CachedGPTRequest(item=item, info=info, line=line)
         self._expected[item.id] = (spec, self.endpoint.num_outputs(body))
@@ -555,12 +554,12 @@ class GPTRequester:
 
     def _take(
         self, limit: Limit, reserved: Amounts | None = None, max_requests: int | None = None
-    ) -> tuple[list[dict[str, Any]], int, bool]:
+    ) -> tuple[list[QueueRecord], int, bool]:
         """Records from the queue head that fit in ``limit`` (and ``max_requests``) and in the session and task
         budgets beyond ``reserved``: (records, end offset, whether it is full)."""
-        records: list[dict[str, Any]] = []
+        records: list[QueueRecord] = []
         ends: list[int] = []
-        cost_key = "cd" if limit is self.limits.direct else "cb"
+        direct = limit is self.limits.direct
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
         # Limit.exceeded_by's test on running sums (this runs once per queued request: no Amounts per record).
         cap_requests, max_tokens, max_cost, max_size = limit.caps()
@@ -570,7 +569,8 @@ class GPTRequester:
         cost = 0.0
         full = False
         for record_end, record in self.queue.records():
-            tokens_next, cost_next, size_next = tokens + record["ti"], cost + record[cost_key], size + record["size"]
+            tokens_next, size_next = tokens + record.tokens_input, size + record.size
+            cost_next = cost + (record.cost_direct if direct else record.cost_batch)
             if (
                 requests + 1 > cap_requests
                 or tokens_next * ts > max_tokens
@@ -580,8 +580,8 @@ class GPTRequester:
                 if not records:
                     exceeded = limit.exceeded_by(Amounts(1, tokens_next, cost_next, size_next), ts, ms)
                     raise LimitError(
-                        f"Request {record['id']} alone exceeds --{exceeded} ({record['ti']} input tokens, "
-                        f"{record['size']} bytes, cost {record[cost_key]:.4f}). Raise --{exceeded} or make the "
+                        f"Request {record.id} alone exceeds --{exceeded} ({record.tokens_input} input tokens, "
+                        f"{record.size} bytes, cost {record.cost(direct=direct):.4f}). Raise --{exceeded} or make the "
                         "request smaller."
                     )
                 full = True
@@ -596,7 +596,7 @@ class GPTRequester:
             # that a small budget (e.g. --max_session_requests 10 for a first look) still sends that many.
             acc, keep = Amounts(), 0
             for record in records:
-                acc.add(1, record["ti"], record[cost_key], record["size"])
+                acc.add(1, record.tokens_input, record.cost(direct=direct), record.size)
                 if (reason := self.budget.blocker(reserved + acc)) is not None:
                     if not keep:  # nothing may be sent: say which cap stops the run
                         self.budget.note_blocked(reason)
@@ -605,24 +605,23 @@ class GPTRequester:
             return records[:keep], ends[keep - 1] if keep else self.S.queue.start, True
         return records, ends[-1] if ends else self.S.queue.start, full
 
-    def _create_batch(self, records: list[dict[str, Any]], end: int, *, direct: bool) -> BatchState:
+    def _create_batch(self, records: list[QueueRecord], end: int, *, direct: bool) -> BatchState:
         batch_id = self.S.next_batch_id
         self.S.next_batch_id += 1
-        cost_key = "cd" if direct else "cb"
         batch = BatchState(
             id=batch_id,
             status=BatchStatus.DIRECT if direct else BatchStatus.LOCAL,
             num_requests=len(records),
-            tokens_input=sum(r["ti"] for r in records),
-            tokens_output=sum(r["to"] for r in records),
-            cost=sum(r[cost_key] for r in records),
-            size=sum(len(r["_line"]) + 1 for r in records),  # newlines included
-            first_req_id=records[0]["id"],
-            last_req_id=records[-1]["id"],
+            tokens_input=sum(r.tokens_input for r in records),
+            tokens_output=sum(r.tokens_output for r in records),
+            cost=sum(r.cost_direct if direct else r.cost_batch for r in records),
+            size=sum(len(r.line) + 1 for r in records),  # newlines included
+            first_req_id=records[0].id,
+            last_req_id=records[-1].id,
             created_at=time.time(),
         )
-        _write_durably(self.layout.batch_input(batch_id), b"\n".join([r["_line"] for r in records]) + b"\n")
-        _write_durably(self.layout.batch_info(batch_id), b"\n".join([r["_head"] for r in records]) + b"\n")
+        _write_durably(self.layout.batch_input(batch_id), b"\n".join([r.line for r in records]) + b"\n")
+        _write_durably(self.layout.batch_info(batch_id), b"\n".join([r.head for r in records]) + b"\n")
         self.queue.take(records, end, tokens_input=batch.tokens_input, size=batch.size)
         self.S.batches.append(batch)
         self.events.emit(
@@ -653,7 +652,7 @@ class GPTRequester:
             )
 
         for _, record in self.queue.records():
-            item = Amounts(1, record["ti"], record["cd"] if direct else record["cb"], record["size"])
+            item = Amounts(1, record.tokens_input, record.cost(direct=direct), record.size)
             if acc.requests and limit.exceeded_by(acc + item, self.limits.max_token_safety, self.limits.max_mb_safety):
                 number += 1
                 report()

@@ -110,14 +110,16 @@ def test_an_implausibly_low_count_keeps_the_estimate(caplog):
     cached = [
         CachedGPTRequest(
             item=GPTRequestItem(id=i, req=GPTRequest(payload={})),
-            info=GPTRequestInfo(100, 100, 10, 1e-4, 2.5e-5, 1e-4, 5e-5),
+            info=GPTRequestInfo(100, 100, 10, 1e-4 + 2.5e-5, 1e-4 + 5e-5),
             line=b'{"custom_id": "x", "body": {"model": "m"}}\n',
         )
         for i in range(2)
     ]
     count_exactly(ZeroCounter(), cached, coster)
     assert [c.info.tokens_input for c in cached] == [100, 95]  # 0 refused, 95 believed
-    assert cached[1].info.cost_input_batch == pytest.approx(95 * 0.5 / 1e6)
+    assert cached[1].info.cost_batch == pytest.approx(95 * 0.5 / 1e6 + 10 * 2.5 / 1e6)  # output: 10 tokens
+    assert cached[1].info.cost_direct == pytest.approx(95 * 1.0 / 1e6 + 10 * 5.0 / 1e6)
+    assert cached[0].info.cost_batch == pytest.approx(1e-4 + 2.5e-5)  # the refused count changed nothing
     assert "an implausible count of 0 for an estimate of 100" in caplog.text
 
 
