@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gpt_batch_api.gpt_requester import GPTRequester
 from gpt_batch_api.request import GPTRequest
+from gpt_batch_api.store.transaction import Transaction
 from gpt_batch_api.task_state import TaskState, TaskStateFiles
 
 
@@ -31,6 +32,19 @@ def payload(i: int) -> dict:
         ],
         "max_completion_tokens": 50,
     }
+
+
+class ScaleTaskFiles:
+    """The task's side of each commit, as TaskManager's TaskFiles without an output file."""
+
+    def __init__(self, files: TaskStateFiles, state: TaskState) -> None:
+        self.files, self.state = files, state
+
+    def prepare_commit(self, txn: Transaction) -> None:
+        self.files.prepare_commit(txn, self.state)
+
+    def committed(self) -> None:
+        pass
 
 
 def commit(gr: GPTRequester, state: TaskState, start: int, count: int) -> tuple[float, float]:
@@ -52,9 +66,11 @@ def main() -> None:
     parser.add_argument("--in_flight_fraction", type=float, default=0.5, help="share cut into local batches")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as task_dir:
+        state, files = TaskState(), TaskStateFiles(Path(task_dir) / "scale_task.json")
         gr = GPTRequester(
             task_dir,
             "scale",
+            task_files=ScaleTaskFiles(files, state),
             max_unpushed_batches=1000,
             max_batch_requests=50_000,
             min_batch_requests=1,
@@ -62,8 +78,6 @@ def main() -> None:
             max_remote_ktokens=60_000,
         )
         with gr:
-            state, files = TaskState(), TaskStateFiles(Path(task_dir) / "scale_task.json")
-            gr.task_participant = lambda txn: files.prepare_commit(txn, state)
             t_fill = time.perf_counter()
             done = 0
             add_s = 0.0

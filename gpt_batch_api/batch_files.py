@@ -21,11 +21,26 @@ def check_batch_file(layout: TaskLayout, batch: BatchState) -> None:
         n = batch.num_requests
         if not data.startswith(b'{"custom_id":"') or data.count(b'\n{"custom_id":"') != n - 1:
             problem = f"{path} does not hold the {n} request lines it was written with"
-        elif not info_path.exists() or info_path.read_bytes().count(b"\n") != n:
+        elif not info_path.exists() or (info := info_path.read_bytes()).count(b"\n") != n:
             problem, path = f"{info_path} does not list the {n} requests of batch {batch.id}", info_path
+        elif (lack := _info_lacks(info, n)) is not None:
+            problem, path = f"{info_path} has lines that are not a request's info ({lack})", info_path
     if problem is not None:
         raise TaskFileError(
             f"{problem}: it was changed outside gpt_batch_api. Nothing was uploaded. Restore the file, or drop "
             "the pending batches with --wipe_requests (answered samples are kept).",
             str(path),
         )
+
+
+# The keys every info line has (see queue_records.QueueRecord). Counted at C speed over the whole file: a key
+# inside a string value is escaped (\"ti\":), so only keys count; a meta key of the same name can only add.
+_INFO_KEYS = (b'"id":', b'"retry_num":', b'"ti":', b'"to":', b'"cb":', b'"cd":', b'"size":', b'"parse":', b'"meta":')
+
+
+def _info_lacks(data: bytes, n: int) -> str | None:
+    """What some of the ``n`` lines of an info file lack (a line damaged or edited by hand), or None."""
+    if not data.startswith(b"{") or data.count(b"\n{") != n - 1:
+        return "not every line is a JSON object"
+    key = next((key for key in _INFO_KEYS if data.count(key) < n), None)
+    return None if key is None else f"a line lacks {key.decode().rstrip(':')}"

@@ -45,8 +45,8 @@ def count_exactly(counter: InputTokenCounter, cached_reqs: list[CachedGPTRequest
         exact += tokens
         counted += 1
         info.tokens_input = tokens
-        info.cost_input_batch = coster.input_cost(tokens, batch=True)
-        info.cost_input_direct = coster.input_cost(tokens, batch=False)
+        info.cost_batch = coster.predicted_cost(tokens, info.tokens_output, batch=True)
+        info.cost_direct = coster.predicted_cost(tokens, info.tokens_output, batch=False)
     if counted:
         log.info(
             "Counted the input tokens of %d requests exactly: %d (the offline estimate was %d, %+.1f%%)",

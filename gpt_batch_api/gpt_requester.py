@@ -45,6 +45,7 @@ from .events import BATCH_CREATED, REQUESTS_COMMITTED, EventBus
 from .exact_tokens import count_exactly
 from .limits import Amounts, Limit
 from .processing import BatchProcessor
+from .queue_records import QueueRecord
 from .redact import redact
 from .remote import RemoteBatches
 from .request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
@@ -55,6 +56,7 @@ from .results import BatchResult
 from .server_identity import server_identity
 from .store import fastjson
 from .store.atomic import crash_point
+from .store.commit import CommitCoordinator, CommitParticipant
 from .store.layout import TaskLayout
 from .store.lock import TaskLock
 from .store.task_store import store_for
@@ -100,11 +102,13 @@ class GPTRequester:
         client: Any = None,
         make_async_client: Callable[[], Any] | None = None,
         backend: BatchBackend | None = None,
+        task_files: CommitParticipant | None = None,
         options: RequesterOptions | None = None,
         **option_values: Any,
     ) -> None:
         """``options`` (typed: a misspelt name is a type error) and ``option_values`` (the CLI's names, which
-        win) are the settings; ``backend`` replaces the provider's batch API (e.g. ``InMemoryBatchBackend``)."""
+        win) are the settings; ``backend`` replaces the provider's batch API (e.g. ``InMemoryBatchBackend``);
+        ``task_files`` are the task's files, which join the commits that change the task (``commit(with_task)``)."""
         given = dataclasses.asdict(options) if options is not None else {}
         self.opts = RequesterOptions.from_kwargs({**given, **option_values})
         self.layout = TaskLayout(Path(working_dir), name_prefix)
@@ -132,7 +136,6 @@ class GPTRequester:
         self._dry_planned = -1  # queue size the dry-run plan was last shown for
         self.S = RequesterState(endpoint=self.endpoint.path)
         self.usage = SessionUsage()
-        self.task_participant: Callable[[Transaction], None] | None = None
         self.stop_check: Callable[[], bool] = lambda: False
         # Waits that the first Ctrl+C may end at once (the TaskManager's StopMonitor sets it)
         self.interruptible: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
@@ -148,6 +151,12 @@ class GPTRequester:
             state=lambda: self.S.queue,
             replace_state=lambda queue: setattr(self.S, "queue", queue),
             delete_on_commit=self._pending_deletes.extend,
+            store=self.store,
+        )
+        self._commits = CommitCoordinator(
+            self.layout.journal,
+            requester=RequesterFiles(self.layout, self.queue, lambda: self.S, self._pending_deletes),
+            task=task_files,
             store=self.store,
         )
         self.budget = Budget(self.limits, lambda: self.S, self.usage, self.events, self.opts.option_text)
@@ -347,16 +356,7 @@ class GPTRequester:
 
     def commit(self, *, with_task: bool = False) -> None:
         """Make the in-memory state durable in one transaction (with the task's files if ``with_task``)."""
-        self.queue.prepare_commit()
-        crash_point("requester_before_commit")
-        with self.store.transaction(self.layout.journal) as txn:
-            if with_task and self.task_participant is not None:
-                self.task_participant(txn)
-            txn.write_json(self.layout.requester_state, self.S.to_json())
-            for path in self._pending_deletes:
-                txn.delete(path)
-        self._pending_deletes.clear()  # the list the parts add to (delete_on_commit)
-        self.queue.committed()
+        self._commits.commit(with_task=with_task)
 
     # ------------------------------------------------------------------ requests and the queue
 
@@ -395,10 +395,8 @@ class GPTRequester:
             json_size=len(line),
             tokens_input=tokens_in,
             tokens_output=tokens_out,
-            cost_input_batch=self.coster.input_cost(tokens_in, batch=True),
-            cost_output_batch=self.coster.output_cost(tokens_out, batch=True),
-            cost_input_direct=self.coster.input_cost(tokens_in, batch=False),
-            cost_output_direct=self.coster.output_cost(tokens_out, batch=False),
+            cost_batch=self.coster.predicted_cost(tokens_in, tokens_out, batch=True),
+            cost_direct=self.coster.predicted_cost(tokens_in, tokens_out, batch=False),
         )
         cached = CachedGPTRequest(item=item, info=info, line=line)
         self._expected[item.id] = (spec, self.endpoint.num_outputs(body))
@@ -433,7 +431,7 @@ class GPTRequester:
     def commit_requests(self) -> Iterator[list[CachedGPTRequest]]:
         """Commit the pool to the queue; the task updates its state for the yielded requests meanwhile.
 
-        Everything (queue, requester state and, through ``task_participant``, the task state) becomes
+        Everything (queue, requester state and the ``task_files``) becomes
         durable in one transaction when the block exits; if the block raises, nothing is committed.
         """
         cached_reqs = list(self.P)
@@ -532,12 +530,12 @@ class GPTRequester:
 
     def _take(
         self, limit: Limit, reserved: Amounts | None = None, max_requests: int | None = None
-    ) -> tuple[list[dict[str, Any]], int, bool]:
+    ) -> tuple[list[QueueRecord], int, bool]:
         """Records from the queue head that fit in ``limit`` (and ``max_requests``) and in the session and task
         budgets beyond ``reserved``: (records, end offset, whether it is full)."""
-        records: list[dict[str, Any]] = []
+        records: list[QueueRecord] = []
         ends: list[int] = []
-        cost_key = "cd" if limit is self.limits.direct else "cb"
+        direct = limit is self.limits.direct
         ts, ms = self.limits.max_token_safety, self.limits.max_mb_safety
         # Limit.exceeded_by's test on running sums (this runs once per queued request: no Amounts per record).
         cap_requests, max_tokens, max_cost, max_size = limit.caps()
@@ -547,7 +545,8 @@ class GPTRequester:
         cost = 0.0
         full = False
         for record_end, record in self.queue.records():
-            tokens_next, cost_next, size_next = tokens + record["ti"], cost + record[cost_key], size + record["size"]
+            tokens_next, size_next = tokens + record.tokens_input, size + record.size
+            cost_next = cost + (record.cost_direct if direct else record.cost_batch)
             if (
                 requests + 1 > cap_requests
                 or tokens_next * ts > max_tokens
@@ -557,8 +556,8 @@ class GPTRequester:
                 if not records:
                     exceeded = limit.exceeded_by(Amounts(1, tokens_next, cost_next, size_next), ts, ms)
                     raise LimitError(
-                        f"Request {record['id']} alone exceeds --{exceeded} ({record['ti']} input tokens, "
-                        f"{record['size']} bytes, cost {record[cost_key]:.4f}). Raise --{exceeded} or make the "
+                        f"Request {record.id} alone exceeds --{exceeded} ({record.tokens_input} input tokens, "
+                        f"{record.size} bytes, cost {record.cost(direct=direct):.4f}). Raise --{exceeded} or make the "
                         "request smaller."
                     )
                 full = True
@@ -573,7 +572,7 @@ class GPTRequester:
             # that a small budget (e.g. --max_session_requests 10 for a first look) still sends that many.
             acc, keep = Amounts(), 0
             for record in records:
-                acc.add(1, record["ti"], record[cost_key], record["size"])
+                acc.add(1, record.tokens_input, record.cost(direct=direct), record.size)
                 if (reason := self.budget.blocker(reserved + acc)) is not None:
                     if not keep:  # nothing may be sent: say which cap stops the run
                         self.budget.note_blocked(reason)
@@ -582,24 +581,23 @@ class GPTRequester:
             return records[:keep], ends[keep - 1] if keep else self.S.queue.start, True
         return records, ends[-1] if ends else self.S.queue.start, full
 
-    def _create_batch(self, records: list[dict[str, Any]], end: int, *, direct: bool) -> BatchState:
+    def _create_batch(self, records: list[QueueRecord], end: int, *, direct: bool) -> BatchState:
         batch_id = self.S.next_batch_id
         self.S.next_batch_id += 1
-        cost_key = "cd" if direct else "cb"
         batch = BatchState(
             id=batch_id,
             status=BatchStatus.DIRECT if direct else BatchStatus.LOCAL,
             num_requests=len(records),
-            tokens_input=sum(r["ti"] for r in records),
-            tokens_output=sum(r["to"] for r in records),
-            cost=sum(r[cost_key] for r in records),
-            size=sum(len(r["_line"]) + 1 for r in records),  # newlines included
-            first_req_id=records[0]["id"],
-            last_req_id=records[-1]["id"],
+            tokens_input=sum(r.tokens_input for r in records),
+            tokens_output=sum(r.tokens_output for r in records),
+            cost=sum(r.cost_direct if direct else r.cost_batch for r in records),
+            size=sum(len(r.line) + 1 for r in records),  # newlines included
+            first_req_id=records[0].id,
+            last_req_id=records[-1].id,
             created_at=time.time(),
         )
-        self.store.write_new(self.layout.batch_input(batch_id), b"\n".join([r["_line"] for r in records]) + b"\n")
-        self.store.write_new(self.layout.batch_info(batch_id), b"\n".join([r["_head"] for r in records]) + b"\n")
+        self.store.write_new(self.layout.batch_input(batch_id), b"\n".join([r.line for r in records]) + b"\n")
+        self.store.write_new(self.layout.batch_info(batch_id), b"\n".join([r.head for r in records]) + b"\n")
         self.queue.take(records, end, tokens_input=batch.tokens_input, size=batch.size)
         self.S.batches.append(batch)
         self.events.emit(
@@ -630,7 +628,7 @@ class GPTRequester:
             )
 
         for _, record in self.queue.records():
-            item = Amounts(1, record["ti"], record["cd"] if direct else record["cb"], record["size"])
+            item = Amounts(1, record.tokens_input, record.cost(direct=direct), record.size)
             if acc.requests and limit.exceeded_by(acc + item, self.limits.max_token_safety, self.limits.max_mb_safety):
                 number += 1
                 report()
@@ -775,6 +773,30 @@ class GPTRequester:
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
+
+
+class RequesterFiles:
+    """The requester's side of every commit: the queue's appended records, the requester state, and the files
+    the parts gave up (``delete_on_commit``)."""
+
+    def __init__(
+        self, layout: TaskLayout, queue: RequestQueue, state: Callable[[], RequesterState], deletes: list[Path]
+    ) -> None:
+        self._layout = layout
+        self._queue = queue
+        self._state = state
+        self._deletes = deletes  # the list the parts add to
+
+    def prepare_commit(self, txn: Transaction) -> None:
+        self._queue.prepare_commit()
+        crash_point("requester_before_commit")
+        txn.write_json(self._layout.requester_state, self._state().to_json())
+        for path in self._deletes:
+            txn.delete(path)
+
+    def committed(self) -> None:
+        self._deletes.clear()
+        self._queue.committed()
 
 
 def _wipe_requests(requester: GPTRequester) -> None:

@@ -1,6 +1,6 @@
 """From a finished batch to a BatchResult, and from the task's decisions to retries, totals and cleanup.
 
-Processing a batch is one transaction: the task's changes (through ``task_participant``), the retries
+Processing a batch is one transaction: the task's changes (its ``TaskFiles``), the retries
 appended to the queue, the totals, and the removal of the batch from the state all commit together,
 so a crash at any point leaves the batch either unprocessed (it is processed again, from the same
 local files) or processed exactly once.
@@ -25,6 +25,7 @@ from .errors import ProcessingError, ServerRefusedError, TaskFileError
 from .events import BATCH_PROCESSED, EventBus
 from .gc_control import gc_paused
 from .logs import LogSummarizer
+from .queue_records import QueueRecord
 from .request import GPTRequestInfo, GPTRequestItem, StoredGPTRequest, custom_id_for
 from .requester_options import RequesterOptions
 from .requester_state import BatchState, BatchStatus, RequesterState
@@ -230,19 +231,24 @@ class BatchProcessor:
         missing_is_free = batch.remote.status in ("expired", "cancelled", "missing")
         failed = batch.remote.status == "failed"
         requests: dict[str, tuple[GPTRequestItem, GPTRequestInfo, int | None, dict[str, str] | None]] = {}
-        for _, rec in read_jsonl(self._layout.batch_info(batch.id)):
-            custom_id = custom_id_for(rec["id"])
+        info_path = self._layout.batch_info(batch.id)
+        for info_offset, head in read_jsonl(info_path):
+            try:
+                rec = QueueRecord.from_head(head)
+            except (KeyError, TypeError) as exc:
+                raise corrupt_line_error(
+                    info_path, info_offset, ValueError(f"not a request's info (no {exc})")
+                ) from None
+            custom_id = custom_id_for(rec.id)
             offset, sent_line = next(sent, (-1, b""))
             if not _is_line_of(sent_line, custom_id):
                 raise corrupt_line_error(input_path, offset, ValueError(f"expected the line of {custom_id}"))
-            req = StoredGPTRequest(
-                meta=rec["meta"], retry_num=rec["retry_num"], line=sent_line, source=(source_name, offset)
-            )
-            item = GPTRequestItem(rec["id"], req)
-            req_info = GPTRequestInfo(rec["size"], rec["ti"], rec["to"], 0.0, 0.0, 0.0, 0.0)
-            requests[custom_id] = (item, req_info, rec.get("n"), rec["parse"])  # n: absent in older files
+            req = StoredGPTRequest(meta=rec.meta, retry_num=rec.retry_num, line=sent_line, source=(source_name, offset))
+            item = GPTRequestItem(rec.id, req)
+            # The predictions made when the request was added, carried to its results and its retries
+            req_info = GPTRequestInfo(rec.size, rec.tokens_input, rec.tokens_output, rec.cost_batch, rec.cost_direct)
+            requests[custom_id] = (item, req_info, rec.num_outputs, rec.parse)
         if len(requests) != batch.num_requests:  # e.g. an info file emptied or cut at a line end from outside
-            info_path = self._layout.batch_info(batch.id)
             raise TaskFileError(
                 f"{info_path} lists {len(requests)} requests, but batch {batch.id} was written with "
                 f"{batch.num_requests}: it was changed outside gpt_batch_api. Nothing was processed. Restore it, or "
@@ -468,8 +474,8 @@ class BatchProcessor:
             retry_num=info.next_retry_num,
             tokens_input=req.tokens_input,
             tokens_output=req.tokens_output,
-            cost_batch=self._coster.predicted_cost(req.tokens_input, req.tokens_output, batch=True),
-            cost_direct=self._coster.predicted_cost(req.tokens_input, req.tokens_output, batch=False),
+            cost_batch=req.cost_batch,
+            cost_direct=req.cost_direct,
             parse=info.parse_spec,
             num_outputs=self._endpoint.num_outputs(body),
             meta=info.meta,

@@ -8,13 +8,44 @@ batch's info line) out of the bytes, decoding only the small head: no payload is
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .store import fastjson
 
-__all__ = ["parse_queue_record", "queue_record_bytes"]
+__all__ = ["QueueRecord", "parse_queue_record", "queue_record_bytes"]
 
 _LINE_KEY = b',"line":'
+
+
+@dataclasses.dataclass(slots=True)
+class QueueRecord:
+    """One queued request: the predictions made when it was added (carried unchanged to its batch, its results
+    and its retries) and its batch line. In the file the head's keys are short (``ti``, ``cb``, ...)."""
+
+    id: int
+    retry_num: int
+    tokens_input: int  # ti
+    tokens_output: int  # to
+    cost_batch: float  # cb: predicted cost at batch prices
+    cost_direct: float  # cd: at direct prices
+    size: int  # bytes of the batch line, newline included
+    parse: dict[str, str] | None  # where the structured output class is
+    num_outputs: int | None  # n (absent in older files: None, counted from the payload)
+    meta: Any
+    line: bytes = b""  # the batch line, without its newline
+    head: bytes = b""  # the head as written: the batch's info line
+
+    @classmethod
+    def from_head(cls, head: dict[str, Any], line: bytes = b"", head_bytes: bytes = b"") -> QueueRecord:
+        """From a decoded head (a queue line's, or a batch info line); KeyError/TypeError if it is not one."""
+        return cls(
+            head["id"], head["retry_num"], head["ti"], head["to"], head["cb"], head["cd"], head["size"],
+            head["parse"], head.get("n"), head["meta"], line, head_bytes,
+        )  # fmt: skip
+
+    def cost(self, *, direct: bool) -> float:
+        return self.cost_direct if direct else self.cost_batch
 
 
 def queue_record_bytes(head: dict[str, Any], line: bytes) -> bytes:
@@ -22,23 +53,30 @@ def queue_record_bytes(head: dict[str, Any], line: bytes) -> bytes:
     return fastjson.dumps({"ll": len(line), **head})[:-1] + _LINE_KEY + line + b"}\n"
 
 
-def parse_queue_record(raw: bytes) -> dict[str, Any]:
-    """The head of a queue line as a dict, plus ``_line`` (the batch line) and ``_head`` (the rest) as bytes.
+def parse_queue_record(raw: bytes) -> QueueRecord:
+    """A queue line as a record: its head decoded, its batch line and head sliced out as bytes.
 
     Lines without ``ll`` (written before it existed) are decoded in full. Raises ValueError if damaged.
     """
+    head, line, head_bytes = _split(raw)
+    try:
+        return QueueRecord.from_head(head, line, head_bytes)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a queue record (missing {exc})") from None
+
+
+def _split(raw: bytes) -> tuple[dict[str, Any], bytes, bytes]:
     end = len(raw) - 1 if raw.endswith(b"\n") else len(raw)  # indices, not a stripped copy: this runs per line
     if raw.startswith(b'{"ll":'):
         length = int(raw[6 : raw.index(b",", 6)])
         cut = end - 1 - length - len(_LINE_KEY)
         if length >= 0 and cut > 0 and raw.startswith(_LINE_KEY, cut):
             head = raw[:cut] + b"}"
-            record = fastjson.loads(head)
-            record["_line"], record["_head"] = raw[cut + len(_LINE_KEY) : end - 1], head
-            return record  # type: ignore[no-any-return]
+            decoded = fastjson.loads(head)
+            if isinstance(decoded, dict):
+                return decoded, raw[cut + len(_LINE_KEY) : end - 1], head
     record = fastjson.loads(raw)
     if not isinstance(record, dict) or "line" not in record:
         raise ValueError("not a queue record")
     line = record.pop("line")
-    record["_line"], record["_head"] = fastjson.dumps(line), fastjson.dumps(record)
-    return record
+    return record, fastjson.dumps(line), fastjson.dumps(record)

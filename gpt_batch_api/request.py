@@ -113,23 +113,14 @@ class GPTRequestItem:
 
 @dataclasses.dataclass(slots=True)
 class GPTRequestInfo:
-    """Sizes and predictions of one request (computed once, when it is added)."""
+    """Sizes and predictions of one request, made once when it is added and kept in the queue: its batch, its
+    results and its retries carry them unchanged."""
 
     json_size: int  # bytes of its line in a batch file, newline included
     tokens_input: int  # predicted input tokens
     tokens_output: int  # assumed output tokens (max tokens x completion ratio x n)
-    cost_input_batch: float
-    cost_output_batch: float
-    cost_input_direct: float
-    cost_output_direct: float
-
-    @property
-    def cost_batch(self) -> float:
-        return self.cost_input_batch + self.cost_output_batch
-
-    @property
-    def cost_direct(self) -> float:
-        return self.cost_input_direct + self.cost_output_direct
+    cost_batch: float  # predicted cost at batch prices
+    cost_direct: float  # predicted cost at direct prices
 
 
 @dataclasses.dataclass(slots=True)

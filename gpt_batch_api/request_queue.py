@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import TaskFileError
 from .limits import Amounts, Limits
-from .queue_records import parse_queue_record, queue_record_bytes
+from .queue_records import QueueRecord, parse_queue_record, queue_record_bytes
 from .requester_state import QueueState
 from .store.jsonl import corrupt_line_error
 from .store.task_store import Appender, TaskStore
@@ -127,12 +127,12 @@ class RequestQueue:
 
     # ------------------------------------------------------------------ reading and taking
 
-    def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def records(self) -> Iterator[tuple[int, QueueRecord]]:
         """Committed records not yet in a batch, from the head, with their end offsets."""
         queue = self._state()
         yield from self._records_with_end(self.path, queue.start, queue.end)
 
-    def _records_with_end(self, path: Path, start: int, end: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _records_with_end(self, path: Path, start: int, end: int) -> Iterator[tuple[int, QueueRecord]]:
         for offset, raw in self._store.read_raw_lines(path, start, end):
             try:
                 record = parse_queue_record(raw)
@@ -146,12 +146,12 @@ class RequestQueue:
         total = Amounts(queue.num_requests, queue.tokens_input, queue.cost, queue.size)
         return limits.batch.exceeded_by(total, limits.max_token_safety, limits.max_mb_safety) is None
 
-    def take(self, records: list[dict[str, Any]], end: int, *, tokens_input: int, size: int) -> None:
+    def take(self, records: list[QueueRecord], end: int, *, tokens_input: int, size: int) -> None:
         """Remove ``records`` (the head of the queue, up to offset ``end``) from the queue and its totals."""
         queue = self._state()
         queue.num_requests -= len(records)
         queue.tokens_input -= tokens_input
-        queue.cost -= sum(r["cb"] for r in records)
+        queue.cost -= sum(r.cost_batch for r in records)
         queue.size -= size
         queue.start = end
 

@@ -239,10 +239,30 @@ def load_state(path: Path) -> RequesterState:
     while version < STATE_VERSION:
         data = UPGRADES[version](data)
         version = data["version"]
+    if missing := _missing_fields(data):
+        raise TaskFileError(
+            f"{path} lacks {', '.join(missing[:5])}: it was changed outside gpt_batch_api (a missing field would "
+            f"silently reset request ids, the queue or the spending totals). {_recover_hint(path)}",
+            str(path),
+        )
     try:
         return RequesterState.model_validate(data)
     except pydantic.ValidationError as exc:
         raise TaskFileError(f"{path} is not a valid requester state: {exc}. {_recover_hint(path)}", str(path)) from exc
+
+
+def _missing_fields(data: dict[str, Any]) -> list[str]:
+    """The fields a committed state always holds but ``data`` lacks. Every field is written (``to_json``), so a
+    new field needs a version bump and an upgrade function, not only a default."""
+    missing = [name for name in RequesterState.model_fields if name not in data]
+    for name, model in (("queue", QueueState), ("totals", Totals)):
+        if isinstance(data.get(name), dict):
+            missing += [f"{name}.{field}" for field in model.model_fields if field not in data[name]]
+    batches = data.get("batches")
+    for i, batch in enumerate(batches if isinstance(batches, list) else []):
+        if isinstance(batch, dict):
+            missing += [f"batches[{i}].{field}" for field in BatchState.model_fields if field not in batch]
+    return missing
 
 
 def _recover_hint(path: Path) -> str:

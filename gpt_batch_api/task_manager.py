@@ -53,6 +53,38 @@ DIRECT_WAIT_S = 0.1  # the loop's wait while direct calls run (it wakes at once 
 OutputT = TypeVar("OutputT", bound=TaskOutputFile)
 
 
+class TaskFiles:
+    """The task's side of the commits it joins: its output file first (the task state records how much of it
+    is committed), then its state files."""
+
+    def __init__(
+        self,
+        *,
+        output: Callable[[], TaskOutputFile],
+        state_files: Callable[[], TaskStateFiles],
+        state: Callable[[], TaskState],
+    ) -> None:
+        self._output = output  # getters: the task makes these after the requester, and again when it wipes
+        self._state_files = state_files
+        self._state = state
+        self._wipe_output = False
+
+    def wipe_output_on_commit(self) -> None:
+        """Delete every output file in the next commit (--wipe_task): with the state that forgets them, so that a
+        crash leaves either the old task whole or the wiped one."""
+        self._wipe_output = True
+
+    def prepare_commit(self, txn: Transaction) -> None:
+        output, state = self._output(), self._state()
+        if self._wipe_output:
+            output.wipe(txn)
+        state.output = output.prepare_commit(txn)
+        self._state_files().prepare_commit(txn, state)
+
+    def committed(self) -> None:
+        self._wipe_output = False
+
+
 class TaskManager(Generic[OutputT]):
     """Runs one task: the step loop, the task state, the output file, and the requester underneath.
 
@@ -94,7 +126,11 @@ class TaskManager(Generic[OutputT]):
             # task it creates the task and fixes its meta, as the README's first steps do.)
             gpt_requester_kwargs["dryrun"] = True
         self.events = EventBus()
-        self.GR = GPTRequester(task_dir, name_prefix, events=self.events, **gpt_requester_kwargs)
+        # The task's files join the requester's commits; the objects behind them are made below or on entering.
+        self._task_files = TaskFiles(output=lambda: self.D, state_files=lambda: self._state_files, state=lambda: self.T)
+        self.GR = GPTRequester(
+            task_dir, name_prefix, events=self.events, task_files=self._task_files, **gpt_requester_kwargs
+        )
         self.run_flag = run
         self.postprocess_output = postprocess_output
         self.wipe_failed = wipe_failed
@@ -261,7 +297,6 @@ class TaskManager(Generic[OutputT]):
 
     def _enter(self) -> None:
         gr, layout = self.GR, self.GR.layout
-        gr.task_participant = self._add_task_to_txn
         fresh = not layout.task_state.exists()
         self._state_files = TaskStateFiles(layout.task_state, gr.store)
         if fresh and not gr.opts.wipe_task and (evidence := gr.task_evidence()):
@@ -302,10 +337,6 @@ class TaskManager(Generic[OutputT]):
         self.validate_state(clean=not gr.has_unfinished_work)
         self.on_task_enter()
         self.events.emit(RUN_STARTED, task=type(self).__name__, config=self._public_config())
-
-    def _add_task_to_txn(self, txn: Transaction) -> None:
-        self.T.output = self.D.prepare_commit(txn)
-        self._state_files.prepare_commit(txn, self.T)
 
     def _reinit_meta(self) -> bool:
         """Set the requested meta values (``requested_meta``) over the stored ones (--reinit_meta); values not
@@ -355,9 +386,7 @@ class TaskManager(Generic[OutputT]):
         if keep:
             self._report_ignored_meta()
         self.T = TaskState(meta=dict(self.T.meta if keep else self.init_meta))
-        with self.GR.store.transaction(self.GR.layout.journal) as txn:
-            self.D.wipe(txn)
-        self.D.open(None)
+        self._task_files.wipe_output_on_commit()
         self.GR.commit(with_task=True)
         totals = self.GR.S.totals
         if totals.pushed_requests:

@@ -307,6 +307,13 @@ def _read_head(path: Path) -> dict[str, Any]:
     while version < TASK_STATE_VERSION and version in UPGRADES:
         data = UPGRADES[version](data)
         version = data["version"]
+    # Always written; one missing (an edit by hand) would silently empty the meta or forget the committed output.
+    required = ("meta",) if version == 1 else ("meta", "output", "counts", "log")
+    if missing := [name for name in required if name not in data]:
+        raise TaskFileError(
+            f"{path} lacks the field {', '.join(map(repr, missing))}: it was changed outside gpt_batch_api. {_HINT}",
+            str(path),
+        )
     fields = ("meta",) + (TRACKED_FIELDS if version == 1 else ())
     for name in fields:
         if not isinstance(data.get(name, {}), dict):

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from .batch_files import check_batch_file
 from .errors import GPTBatchError
 from .queue_records import parse_queue_record
 from .requester_state import BatchStatus, RequesterState, load_state
@@ -87,14 +88,8 @@ def verify_task(task_dir: str | os.PathLike[str], prefix: str) -> list[Finding]:
         input_path, info_path = layout.batch_input(batch.id), layout.batch_info(batch.id)
 
         def batch_lines(batch=batch, input_path=input_path, info_path=info_path) -> str:  # type: ignore[no-untyped-def]
-            sent = sum(1 for _ in read_raw_lines(input_path))
-            infos = sum(1 for _ in read_jsonl(info_path))
-            if input_path.stat().st_size != batch.size or sent != batch.num_requests or infos != sent:
-                raise ValueError(
-                    f"batch {batch.id} has {sent} request lines and {infos} info lines of {batch.size} bytes, "
-                    f"written with {batch.num_requests}"
-                )
-            return f"intact: batch {batch.id} ({batch.status.value}, {sent} requests)"
+            check_batch_file(layout, batch)  # what a run checks before sending any of it
+            return f"intact: batch {batch.id} ({batch.status.value}, {batch.num_requests} requests)"
 
         _check(findings, input_path.name, REBUILD_REQUESTS, batch_lines)
         if batch.status in (BatchStatus.FINISHED, BatchStatus.DIRECT):

@@ -86,3 +86,28 @@ def test_random_kills_and_interrupts_lose_and_duplicate_nothing(tmp_path):
         assert_complete(tmp_path, num)
         assert_exactly_once(sim)
         assert_no_temp_files(tmp_path)
+
+
+def test_a_crash_while_wiping_the_task_leaves_the_old_task_whole_and_the_wipe_can_be_run_again(tmp_path):
+    """--wipe_task deletes the output in the same commit as the state that forgets it (it used to be a commit of
+    its own first: a crash in between left a state that points at deleted output)."""
+    with Simulator(SimulatorConfig(**FAST_BATCHES)) as sim:
+        num = 40
+        finish(tmp_path, sim, num, OPTIONS)
+        before = {p.name: p.read_bytes() for p in tmp_path.glob("numbers_output*")}
+        assert before
+        wipe = {**OPTIONS, "wipe_task": True}
+        proc = run_numbers_subprocess(
+            tmp_path, sim.base_url, num, wipe, env={"GPT_BATCH_API_CRASH_POINT": "requester_before_commit"}
+        )
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 137, f"the wipe never reached its commit:\n{out[-2000:]}"
+        calls = len(sim.stats()["batches"]) + sim.stats()["direct_requests"]
+        finish(tmp_path, sim, num, OPTIONS)  # no wipe: the task is as it was, complete, and nothing is bought
+        assert {p.name: p.read_bytes() for p in tmp_path.glob("numbers_output*")} == before
+        assert_complete(tmp_path, num)
+        assert len(sim.stats()["batches"]) + sim.stats()["direct_requests"] == calls
+        finish(tmp_path, sim, num, wipe)  # the wipe, run again, starts afresh and completes
+        assert_complete(tmp_path, num)
+        assert len(sim.stats()["batches"]) + sim.stats()["direct_requests"] > calls
+        assert_no_temp_files(tmp_path)

@@ -74,3 +74,35 @@ def test_expired_requests_are_retried_for_free(tmp_path, max_retries):
     records = assert_complete(tmp_path, 30)
     assert all(r.error is None for r in records)  # free: even with --max_retries 0 nothing fails
     assert backend.expire_next == 0 and backend.creates == 4  # half of one batch expired and was sent again
+
+
+class PredictionsTask(NumbersTask):
+    """Records the predictions made when each request was added and those its results and retries carry."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.added: dict[str, tuple[int, int, float, float]] = {}
+        self.seen: list[tuple[str, int, tuple[int, int, float, float]]] = []
+
+    def commit_cached_request(self, cached_req):
+        super().commit_cached_request(cached_req)
+        i = cached_req.info
+        self.added[cached_req.item.req.meta["sample"]] = (i.tokens_input, i.tokens_output, i.cost_batch, i.cost_direct)
+
+    def process_batch_result(self, result):
+        for info in result.infos.values():
+            r = info.req_info
+            self.seen.append((info.meta["sample"], info.retry_num, (r.tokens_input, r.tokens_output, r.cost_batch,
+                                                                    r.cost_direct)))  # fmt: skip
+        return super().process_batch_result(result)
+
+
+def test_the_predictions_made_when_a_request_is_added_reach_its_results_and_its_retries(tmp_path):
+    backend = InMemoryBatchBackend(chat_answer)
+    task = PredictionsTask(str(tmp_path), 30, backend=backend, reject_every=4, **OPTIONS)
+    assert task.run() is True
+    assert_complete(tmp_path, 30)
+    assert all(cost_batch > 0 for _, _, cost_batch, _ in task.added.values())
+    assert {retry for _, retry, _ in task.seen} == {0, 1}  # every 4th sample was retried once
+    for sample, _, predicted in task.seen:
+        assert predicted == task.added[sample]

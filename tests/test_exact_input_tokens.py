@@ -110,14 +110,16 @@ def test_an_implausibly_low_count_keeps_the_estimate(caplog):
     cached = [
         CachedGPTRequest(
             item=GPTRequestItem(id=i, req=GPTRequest(payload={})),
-            info=GPTRequestInfo(100, 100, 10, 1e-4, 2.5e-5, 1e-4, 5e-5),
+            info=GPTRequestInfo(100, 100, 10, 1e-4 + 2.5e-5, 1e-4 + 5e-5),
             line=b'{"custom_id": "x", "body": {"model": "m"}}\n',
         )
         for i in range(2)
     ]
     count_exactly(ZeroCounter(), cached, coster)
     assert [c.info.tokens_input for c in cached] == [100, 95]  # 0 refused, 95 believed
-    assert cached[1].info.cost_input_batch == pytest.approx(95 * 0.5 / 1e6)
+    assert cached[1].info.cost_batch == pytest.approx(95 * 0.5 / 1e6 + 10 * 2.5 / 1e6)  # output: 10 tokens
+    assert cached[1].info.cost_direct == pytest.approx(95 * 1.0 / 1e6 + 10 * 5.0 / 1e6)
+    assert cached[0].info.cost_batch == pytest.approx(1e-4 + 2.5e-5)  # the refused count changed nothing
     assert "an implausible count of 0 for an estimate of 100" in caplog.text
 
 
@@ -140,3 +142,25 @@ def test_ctrl_c_while_counting_stops_at_once_and_commits_nothing(tmp_path):
         sim.config.latency_ms = 0
         finish(tmp_path, sim, 70, options)
     assert_complete(tmp_path, 70)
+
+
+def test_a_backend_that_cannot_count_names_the_fix_and_the_fix_commits(tmp_path):
+    """A custom batch backend (here the in-memory one) without count_tokens: the commit stops before anything is
+    queued and names the option to drop; the same requests without it are queued."""
+    from gpt_batch_api import GPTRequest, GPTRequester
+    from gpt_batch_api.backends.memory import InMemoryBatchBackend
+    from gpt_batch_api.errors import ConfigError
+
+    payload = {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+    options = {"provider": "anthropic", "anthropic_api_key": "sk-ant-test", "client_base_url": "http://127.0.0.1:9"}
+    with GPTRequester(tmp_path, "t", backend=InMemoryBatchBackend(), exact_input_tokens=True, **options) as gr:
+        gr.add_request(GPTRequest(payload))
+        with pytest.raises(ConfigError, match="memory backend cannot count input tokens: run without --exact_input_"):
+            with gr.commit_requests():
+                pass
+        assert gr.S.queue.num_requests == 0
+    with GPTRequester(tmp_path, "t", backend=InMemoryBatchBackend(), **options) as gr:
+        gr.add_request(GPTRequest(payload))
+        with gr.commit_requests():
+            pass
+        assert gr.S.queue.num_requests == 1

@@ -36,7 +36,7 @@ def test_options_defaults_are_valid_and_checked_together():
 
 
 def item(retry_num: int = 0) -> tuple[GPTRequestItem, GPTRequestInfo]:
-    return GPTRequestItem(7, GPTRequest({"model": "m"}, {"k": 1}, retry_num)), GPTRequestInfo(10, 5, 5, 0, 0, 0, 0)
+    return GPTRequestItem(7, GPTRequest({"model": "m"}, {"k": 1}, retry_num)), GPTRequestInfo(10, 5, 5, 0.0, 0.0)
 
 
 def chat_body(content: str, finish: str = "stop", refusal: str | None = None) -> dict:

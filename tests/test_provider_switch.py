@@ -20,6 +20,7 @@ pytest.importorskip("anthropic")
 OPENAI = {"min_batch_requests": 1, "max_batch_requests": 20, "remote_update_interval": 0.3}
 ANTHROPIC = {**OPENAI, "provider": "anthropic", "reinit_meta": True}  # the demo model's meta becomes Claude's
 NUM = 40
+FAST = {"validating_s": 0.05, "in_progress_s": 0.2, "finalizing_s": 0.05}
 
 
 def state(task_dir: Path) -> dict:
@@ -34,8 +35,8 @@ def run_to_end(task_dir: Path, sim: Simulator, options: dict) -> str:
     return finish(task_dir, sim, NUM, options)
 
 
-def refused(task_dir: Path, sim: Simulator, options: dict) -> str:
-    proc = run_numbers_subprocess(task_dir, sim.base_url, NUM, options)
+def refused(task_dir: Path, sim: Simulator, options: dict, base_url: str | None = None) -> str:
+    proc = run_numbers_subprocess(task_dir, base_url or sim.base_url, NUM, options)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
@@ -118,4 +119,21 @@ def test_a_batch_on_another_server_is_not_taken_for_gone(tmp_path):
         first.config.in_progress_s = 0.2
         run_to_end(tmp_path, first, OPENAI)  # the advice: the server it was sent to
         assert len(openai_batches(first)) == 2
+    assert_complete(tmp_path, NUM)
+
+
+def test_a_batch_on_a_server_gone_for_good_is_dropped_with_the_advised_wipe(tmp_path):
+    """The refusal's second fix, run as advised: --wipe_requests against the new server sends the requests there,
+    names the batches left on the first server instead of asking the new one to cancel them, and completes."""
+    with Simulator(SimulatorConfig(in_progress_s=30.0)) as first, Simulator(SimulatorConfig(**FAST)) as second:
+        remote_ids = leave_batches_in_flight(tmp_path, first)
+        elsewhere = second.base_url.replace("127.0.0.1", "localhost")
+        assert "drop it with --wipe_requests" in refused(tmp_path, second, OPENAI, base_url=elsewhere)
+        proc = run_numbers_subprocess(tmp_path, elsewhere, NUM, {**OPENAI, "wipe_requests": True})
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+        assert "is not cancelled by this run" in out and all(r in out for r in remote_ids), out[-3000:]
+        assert second.stats()["batches"]  # the requests went to the new server
+        statuses = [b["status"] for b in openai_batches(first)]
+        assert len(statuses) == 2 and not {"cancelling", "cancelled"} & set(statuses), statuses
     assert_complete(tmp_path, NUM)

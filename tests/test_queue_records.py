@@ -18,28 +18,37 @@ json_values = st.recursive(
 )
 
 
+HEAD = {"id": 1, "retry_num": 0, "ti": 5, "to": 7, "cb": 0.25, "cd": 0.5, "size": 0, "parse": None, "n": 1}
+
+
 @given(meta=json_values, body=json_values)
 def test_the_batch_line_and_head_come_back_byte_for_byte(meta, body):
     line = fastjson.dumps({"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": body})
-    head = {"ll": len(line), "id": 1, "ti": 5, "meta": meta}
+    head = {"ll": len(line), **HEAD, "size": len(line) + 1, "meta": meta}
     raw = queue_record_bytes(head, line)
     record = parse_queue_record(raw)
-    assert record["_line"] == line
-    assert json.loads(record["_head"]) == head
-    assert {k: v for k, v in record.items() if not k.startswith("_")} == head
+    assert record.line == line
+    assert json.loads(record.head) == head
+    assert (record.id, record.retry_num, record.tokens_input, record.tokens_output) == (1, 0, 5, 7)
+    assert (record.cost_batch, record.cost_direct, record.size, record.num_outputs) == (0.25, 0.5, len(line) + 1, 1)
+    assert record.meta == meta and record.parse is None
 
 
-def test_tricky_meta_and_old_lines_without_ll():
+def test_tricky_meta_and_old_lines_without_ll_or_n():
     line = b'{"custom_id":"r2","body":{"x":",\\"line\\":"}}'
-    head = {"ll": len(line), "id": 2, "meta": {"a": 1, "line": ',"line":'}}
-    assert parse_queue_record(queue_record_bytes(head, line))["_line"] == line
-    old = b'{"id":3,"meta":{},"line":{"custom_id":"r3","body":{}}}\n'
+    head = {"ll": len(line), **HEAD, "meta": {"a": 1, "line": ',"line":'}}
+    assert parse_queue_record(queue_record_bytes(head, line)).line == line
+    old_head = {k: v for k, v in HEAD.items() if k != "n"}
+    old = fastjson.dumps({**old_head, "meta": {}, "line": {"custom_id": "r3", "body": {}}}) + b"\n"
     record = parse_queue_record(old)
-    assert json.loads(record["_line"]) == {"custom_id": "r3", "body": {}}
-    assert json.loads(record["_head"]) == {"id": 3, "meta": {}}
+    assert json.loads(record.line) == {"custom_id": "r3", "body": {}}
+    assert json.loads(record.head) == {**old_head, "meta": {}}
+    assert record.num_outputs is None  # counted from the payload when its results are read
 
 
-@pytest.mark.parametrize("raw", [b'{"ll":5,"id":1', b"not json", b'{"id":1}'])
+@pytest.mark.parametrize(
+    "raw", [b'{"ll":5,"id":1', b"not json", b'{"id":1}', b'{"ll":2,"id":1,"meta":{},"line":{}}', b'{"ll":x,"line":1}']
+)
 def test_damaged_lines_raise_value_error(raw):
     with pytest.raises(ValueError):
         parse_queue_record(raw)

@@ -49,7 +49,7 @@ class Harness:
         self.queue.committed()
 
     def ids(self) -> list[int]:
-        return [record["id"] for _, record in self.queue.records()]
+        return [record.id for _, record in self.queue.records()]
 
 
 def test_records_appear_at_the_commit_and_take_removes_them_with_their_totals(tmp_path):
@@ -62,7 +62,7 @@ def test_records_appear_at_the_commit_and_take_removes_them_with_their_totals(tm
     assert (h.state.num_requests, h.state.tokens_input, h.state.cost) == (3, 60, 1.5)
     taken = list(h.queue.records())[:2]
     end = taken[-1][0]
-    h.queue.take([r for _, r in taken], end, tokens_input=30, size=sum(r["size"] for _, r in taken))
+    h.queue.take([r for _, r in taken], end, tokens_input=30, size=sum(r.size for _, r in taken))
     assert h.ids() == [3]
     assert (h.state.num_requests, h.state.tokens_input, h.state.cost, h.state.start) == (1, 30, 0.5, end)
 
@@ -73,7 +73,7 @@ def test_a_consumed_queue_rotates_to_a_new_file_and_the_old_one_goes_in_the_same
     h.add(1)
     h.commit()
     ((end, record),) = list(h.queue.records())
-    h.queue.take([record], end, tokens_input=10, size=record["size"])
+    h.queue.take([record], end, tokens_input=10, size=record.size)
     h.commit()
     assert h.state.gen == 1 and (h.state.start, h.state.end) == (0, 0)
     assert not (tmp_path / "t_queue_0.jsonl").exists()

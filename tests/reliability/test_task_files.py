@@ -9,6 +9,7 @@ Nothing is ever silently started afresh.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -72,6 +73,16 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes((b"\x00\xffnot json at all\n" * (len(data) // 17 + 1))[: len(data)])
     elif how == "wrong_type":
         path.write_bytes(b"[]" if path.suffix == ".json" else b"[]\n")
+    elif how == "field_missing":  # valid JSON of the right shape, one field short (an edit by hand, a bad tool)
+        if path.suffix == ".json":
+            obj = json.loads(data)
+            obj.pop(sorted(obj)[len(obj) // 2])
+            path.write_text(json.dumps(obj))
+        else:
+            lines = [json.loads(line) for line in data.splitlines()]
+            path.write_text(
+                "".join(json.dumps({k: v for k, v in o.items() if k != sorted(o)[0]}) + "\n" for o in lines)
+            )
     else:
         raise ValueError(how)
 
@@ -82,7 +93,7 @@ def advised_fix(message: str) -> str:
     return fixes[0][2:]
 
 
-DAMAGES = ["missing", "empty", "truncated", "garbage", "wrong_type"]
+DAMAGES = ["missing", "empty", "truncated", "garbage", "wrong_type", "field_missing"]
 BATCH_FILES = ["numbers_batch_000003.jsonl", "numbers_batch_000003_info.jsonl"]
 
 
