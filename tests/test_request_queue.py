@@ -139,7 +139,7 @@ def test_with_the_dry_run_store_the_queue_reads_the_committed_file_and_keeps_its
     dry.commit()
     assert dry.ids() == [1, 2, 3]  # the plan of a dry run covers what it would have queued
     ((end, record), *_) = list(dry.queue.records())
-    dry.queue.take([record], end, tokens_input=10, size=record["size"])
+    dry.queue.take([record], end, tokens_input=10, size=record.size)
     assert dry.ids() == [2, 3]
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t_queue_0.jsonl"]
