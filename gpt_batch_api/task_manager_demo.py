@@ -133,11 +133,13 @@ def make_task(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> 
     return TASKS[args.task](args.task_dir, **kwargs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
+    """Run the demo; ``exiting``: the process ends after this (a Ctrl+C after the run stays ignored)."""
     args = build_parser().parse_args(argv)
     configure_logging()
     simulator = None
     extra: dict[str, Any] = {}
+    previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         if args.simulate:
             from .demo_tasks.responder import demo_responder
@@ -156,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 extra["wandb"] = False
                 log.info("wandb is off with --simulate: pass --wandb or set WANDB_MODE=offline to log the run")
         task = make_task(args, extra)
-        done = task.run()
+        try:
+            done = task.run()
+        finally:
+            # The run is over and committed (or stopped): a Ctrl+C from here on, e.g. while the simulator
+            # stops, must not turn the end into a traceback. Runs before the handlers below.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if args.dryrun:
             log.info("Dry run finished: nothing was sent and no file was written")
             return 0
@@ -182,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if simulator is not None:
             simulator.stop()
+        if not exiting:
+            signal.signal(signal.SIGINT, previous_sigint)
 
 
 def exit_now(code: int) -> None:
@@ -201,6 +210,4 @@ def exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    exit_code = main()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is over: a late Ctrl+C must not break the exit
-    exit_now(exit_code)
+    exit_now(main(exiting=True))

@@ -115,6 +115,28 @@ def test_quick_start_demo_survives_ctrl_c_at_random_moments(tmp_path):
     assert "MissingResult" not in totals["errors_by_type"]
 
 
+def test_ctrl_c_after_the_task_completed_ends_the_demo_without_a_traceback(tmp_path):
+    """A Ctrl+C that lands after the run is over (while the simulator stops, or during the exit) is ignored:
+    it used to raise KeyboardInterrupt in the shutdown and print a traceback."""
+    task_dir, env = tmp_path / "demo", {**os.environ, "PYTHONPATH": str(REPO)}
+    assert subprocess.run(demo_argv(task_dir), env=env, capture_output=True, timeout=180).returncode == 0
+    for delay in (0.0, 0.05, 0.2):
+        proc = subprocess.Popen(demo_argv(task_dir), env=env, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "Files are in" in line:  # main() logs it after the run: the simulator stops next
+                time.sleep(delay)
+                proc.send_signal(signal.SIGINT)
+                break
+        lines += proc.stderr.readlines()
+        proc.wait(timeout=60)
+        err = "".join(lines)
+        assert proc.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+
+
 def readme_example(tmp_path: Path) -> Path:
     python_blocks = [b for b in code_blocks("python") if "class CapitalsTask" in b]
     assert len(python_blocks) == 1
