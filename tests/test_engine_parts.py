@@ -18,7 +18,7 @@ from gpt_batch_api.requester_options import RequesterOptions
 from gpt_batch_api.requester_state import ALLOWED_MOVES, BatchState, BatchStatus, RequesterState
 
 PACKAGE = Path(gpt_batch_api.__file__).parent
-PARTS = ("budget.py", "remote.py", "processing.py", "direct_batches.py")
+PARTS = ("budget.py", "remote.py", "processing.py", "direct_batches.py", "request_queue.py", "dryrun.py")
 
 
 def test_no_mixin_classes_and_no_stub_base():
