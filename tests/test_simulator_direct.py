@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import json
 import time
@@ -321,3 +322,26 @@ def test_responder_supplies_content():
         assert parsed.choices[0].message.parsed == Answer(value=42)
         assert client.responses.create(model="gpt-4o-mini", input="x").output_text == "from the responder"
     assert seen == ["/v1/chat/completions", "/v1/responses"]
+
+
+def test_straggler_rate_is_exact_over_each_100_calls_and_follows_the_seed(sim, client):
+    """5% means 5 stragglers in every 100 calls (a draw per call gave 6.3% over seed 0's first 1,200 calls,
+    which a heavy-tail benchmark then measured instead of the client); the places come from the seed."""
+    sim.config.straggler_rate, sim.config.straggler_ms = 0.05, 3000.0
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+
+        def timed_call(_: int) -> float:
+            started = time.monotonic()
+            chat(client)
+            return time.monotonic() - started
+
+        latencies = list(pool.map(timed_call, range(100)))
+    assert sum(latency >= 3.0 for latency in latencies) == 5  # a plain call takes milliseconds
+
+    def places(seed: int) -> list[int]:
+        with Simulator(SimulatorConfig(seed=seed, straggler_rate=0.05)) as other:
+            drawn = [other._straggler() for _ in range(1000)]
+        assert [sum(drawn[i : i + 100]) for i in range(0, 1000, 100)] == [5] * 10
+        return [i for i, straggler in enumerate(drawn) if straggler]
+
+    assert places(3) == places(3) != places(4)

@@ -92,7 +92,8 @@ FIELD_HELP = {
     "finalizing_s": "seconds a batch stays 'finalizing' (or 'cancelling') before its files are ready",
     "latency_ms": "milliseconds added to every direct call (chat, responses, embeddings)",
     "latency_jitter_ms": "milliseconds of uniform random latency added to each direct call, from 0 to this",
-    "straggler_rate": "fraction of direct calls (0 to 1) that take --straggler_ms longer: a heavy tail",
+    "straggler_rate": "fraction of direct calls (0 to 1) that take --straggler_ms longer, a heavy tail (exactly "
+    "this fraction of each 100 calls, at random places)",
     "straggler_ms": "milliseconds added to a straggler direct call",
     "load_latency_ms": "milliseconds added to a direct call per other direct call being served at once",
     "max_concurrent_calls": "direct calls served at once; beyond them the answer is 503 (0 = unlimited)",

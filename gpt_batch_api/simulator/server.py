@@ -34,6 +34,7 @@ __all__ = ["Simulator"]
 
 log = logging.getLogger(__name__)
 
+STRAGGLER_DECK = 100  # --straggler_rate holds exactly over each run of this many direct calls
 _DIRECT = {"/v1/chat/completions", "/v1/responses", "/v1/embeddings"}
 
 
@@ -73,6 +74,7 @@ class Simulator:
         self.anthropic = AnthropicAPI(self, self._inject_faults, self._random)
         self._rng = random.Random(self.config.seed)
         self._rng_generation = getattr(self.config, "seed_generation", 0)
+        self._stragglers: list[bool] = []  # the rest of the current deck of STRAGGLER_DECK calls (see _straggler)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -292,9 +294,22 @@ class Simulator:
         seconds = config.latency_ms + config.load_latency_ms * others
         if config.latency_jitter_ms or config.straggler_rate:
             with self.lock:
-                jitter, tail = self._random(), self._random()
-            seconds += jitter * config.latency_jitter_ms + (config.straggler_ms if tail < config.straggler_rate else 0)
+                jitter, straggler = self._random(), self._straggler()
+            seconds += jitter * config.latency_jitter_ms + (config.straggler_ms if straggler else 0)
         return seconds / 1000
+
+    def _straggler(self) -> bool:
+        """Whether this call is a straggler: exactly ``straggler_rate`` of each run of ``STRAGGLER_DECK`` calls,
+        at seeded random places. A draw per call would make the rate itself random (6.3% instead of 5% over the
+        first 1,200 calls of seed 0), and a heavy-tail benchmark would measure the seed rather than the client."""
+        if not self.config.straggler_rate:
+            return False
+        if not self._stragglers:
+            count = round(self.config.straggler_rate * STRAGGLER_DECK)
+            deck = [True] * count + [False] * (STRAGGLER_DECK - count)
+            random.Random(self._random()).shuffle(deck)  # one draw of the seeded sequence per deck
+            self._stragglers = deck
+        return self._stragglers.pop()
 
     def _answer_direct(self, endpoint: str, raw: bytes, others: int) -> tuple[int, bytes, dict[str, str], str]:
         config = self.config
