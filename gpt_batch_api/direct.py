@@ -80,6 +80,24 @@ class DirectSummary:
     num_ok: int = 0
     num_error_lines: int = 0
     num_transport_retries: int = 0
+    num_timed: int = 0  # successful calls, whose latencies follow
+    latency_max: float = 0.0  # seconds
+    first_sent: float = 0.0  # time.monotonic() of the session's first call
+
+    def timed(self, sent: float, latency: float) -> None:
+        self.num_timed += 1
+        self.latency_max = max(self.latency_max, latency)
+        if not self.first_sent:
+            self.first_sent = sent
+
+    def tail_horizon(self, now: float) -> int:
+        """About how many calls the flow answers while its slowest call so far is answered (the session's
+        rate times that latency): a direct batch cut within this many requests of the end of the run may still
+        wait for a slow call when everything else is done. 0 before any answer."""
+        elapsed = now - self.first_sent
+        if not self.num_timed or elapsed <= 0:
+            return 0
+        return round(self.num_timed / elapsed * self.latency_max)
 
 
 class _Fatal(Exception):
@@ -433,6 +451,7 @@ class DirectExecutor:
                 if 200 <= status < 300:
                     self.gate.observe(headers, answer_body.get("usage") if isinstance(answer_body, dict) else None)
                     self.gate.answered(self._last_answer - sent)
+                    self.summary.timed(sent, self._last_answer - sent)
                     return _line(custom_id, 200, answer_body)
                 attempt, outage = attempt + 1, 0
                 self.gate.observe(headers)

@@ -73,6 +73,10 @@ class DirectRunner:
         waiting = sum(b.num_requests for b in self._state().batches_in(BatchStatus.DIRECT) if b.id not in submitted)
         return waiting + (self._executor.unsent if self._executor is not None else 0)
 
+    def tail_horizon(self) -> int:
+        """Requests the flow answers while its slowest call so far is answered (see ``DirectSummary.tail_horizon``)."""
+        return self._executor.summary.tail_horizon(time.monotonic()) if self._executor is not None else 0
+
     @property
     def busy(self) -> bool:
         """Whether direct calls are under way (or answered batches wait to be processed)."""

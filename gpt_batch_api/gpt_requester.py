@@ -515,16 +515,19 @@ class GPTRequester:
         return pending
 
     def _tail_direct_requests(self) -> int | None:
-        """The size of the direct batches the rest of the queue is cut into once it fits in one (the end of a
-        run, a straggler batch, retries): a batch is processed when its slowest call answers, so in a big one
-        a single slow call would hold back the retries of every other request until the flow runs dry. At
-        least two, so that one refusal of every request of a batch is still seen as a configuration error
-        (``same_refusal``) rather than failing the requests one by one. Only once a direct batch of this
-        session was processed: a server refusing the configuration refuses the first batch, which is then given
-        back whole (several batches started under it would stay started, each refused in a rerun of its own).
-        None: no split."""
+        """The size of the direct batches the rest of the queue is cut into near the end of the run (and its
+        retries): a batch is processed when its slowest call answers, so in a big one a single slow call would
+        hold back the retries of every other request until the flow runs dry. The end starts where the rest
+        fits in one direct batch, or earlier with heavy-tailed latencies: within the requests the flow answers
+        while its slowest call so far is answered. At least two, so that one refusal of every request of a
+        batch is still seen as a configuration error (``same_refusal``) rather than failing the requests one
+        by one. Only once a direct batch of this session was processed: a server refusing the configuration
+        refuses the first batch, which is then given back whole (several batches started under it would stay
+        started, each refused in a rerun of its own). None: no split."""
         cap = self.limits.direct.requests
-        if not self.usage.direct_processed or (cap is not None and self.S.queue.num_requests > cap):
+        if not self.usage.direct_processed:
+            return None
+        if cap is not None and self.S.queue.num_requests > max(cap, self.direct_runner.tail_horizon()):
             return None
         return max(2, self.opts.direct_concurrency // TAIL_BATCHES_PER_CONCURRENCY)
 

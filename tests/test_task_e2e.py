@@ -141,6 +141,38 @@ def test_the_end_of_a_direct_run_is_cut_into_small_batches(tmp_path, sim):
         process_all()
 
 
+def test_with_heavy_tailed_latencies_the_small_batches_start_earlier(tmp_path, sim):
+    """With slow calls seen, the end of the run starts within the requests the flow answers while its slowest
+    call is answered (more than one direct batch here): a batch of 50 cut there would hold back its retries
+    until that slow call ends, when nothing else is left to send."""
+    sim.config.straggler_rate, sim.config.straggler_ms = 0.05, 2000.0  # 10 calls of 2 s among 200
+    options = {"client_base_url": sim.base_url, "openai_api_key": "sk-test", "force_direct": True}
+    with GPTRequester(tmp_path, "t", max_direct_requests=50, direct_concurrency=16, **options) as gr:
+
+        def add_and_cut(num: int) -> list[int]:
+            for i in range(num):
+                payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]}
+                gr.add_request(GPTRequest({**payload, "max_completion_tokens": 5}))
+            with gr.commit_requests():
+                pass
+            gr.batch_requests(flush=True, split_tail=True)
+            return [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)]
+
+        def process_all() -> None:
+            deadline = time.monotonic() + 60
+            while gr.S.batches_in(BatchStatus.DIRECT):
+                assert time.monotonic() < deadline, "the direct batches were not processed"
+                gr.run_direct_batches(lambda result: None)
+                gr.wait_direct(0.2)
+                gr.batch_requests(flush=True, split_tail=True)
+
+        assert add_and_cut(200)[:1] == [50]  # nothing seen yet: the usual batches
+        process_all()  # 200 calls in 2-7 s, the slowest 2 s: 60 or more answered meanwhile
+        assert gr.direct_runner.tail_horizon() >= 60
+        assert add_and_cut(60) == [4] * 8  # the flow's lookahead: the rest is cut as it is sent
+        process_all()
+
+
 def test_a_pass_failure_stop_names_the_task_rejections_it_never_logged(tmp_path):
     """Answers the task rejects are not logged one by one; the stop after --max_pass_failures names them."""
     from gpt_batch_api.simulator import Simulator, SimulatorConfig
