@@ -326,8 +326,7 @@ class GPTRequester:
             keep.update(self.layout.batch_files(batch.id))
         for path in self.layout.requester_files():
             if path not in keep:
-                log.info("Removing %s: written by an interrupted run and never committed", path.name)
-                self.store.unlink(path)
+                self.store.remove_stray(path, "written by an interrupted run and never committed")
 
     @property
     def connection(self) -> Connection:

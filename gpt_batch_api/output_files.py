@@ -166,8 +166,8 @@ class DataclassListOutputFile(TaskOutputFile, Generic[DataT]):
         keep = {p["name"] for p in self.parts}
         for path in self.existing_paths(self.path_base):
             if path.name not in keep:
-                log.warning("Removing output file %s: written after the last commit by an interrupted run", path.name)
-                self.store.unlink(path)
+                why = "an output file written after the last commit by an interrupted run"
+                self.store.remove_stray(path, why, logging.WARNING)
         for part in self.parts:
             self._check_tail(self._path(part["name"]), part["size"])
         if self.parts:

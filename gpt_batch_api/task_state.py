@@ -197,8 +197,8 @@ class TaskStateFiles:
                 stale != path
                 and _LOG_NAME.fullmatch(stale.name, len(self.head.stem))
                 and stale.name.startswith(self.head.stem)
-            ):  # left by a compaction whose commit never happened (exact names: tasks may share the folder)
-                self._store.unlink(stale)
+            ):  # exact names: tasks may share the folder
+                self._store.remove_stray(stale, "left by a task state compaction whose commit never happened")
         return state
 
     # ------------------------------------------------------------------ commit

@@ -78,6 +78,8 @@ def test_a_dry_run_through_the_cli_changes_no_file_and_calls_nothing(tmp_path):
     config = SimulatorConfig(validating_s=0.05, in_progress_s=0.3, finalizing_s=0.05)
     with Simulator(config, responder=demo_responder) as sim:
         leave_a_batch_in_flight(task_dir, sim)
+        stray = task_dir / "char_codes_batch_000999.jsonl"  # as a crash before a commit leaves one
+        stray.write_bytes(b'{"custom_id": "never committed"}\n')
         before, calls = snapshot(task_dir), sim.stats()["requests"]
         time.sleep(0.05)  # a rewrite within the mtime's resolution would not show in it
         proc = run_demo(task_dir, sim.base_url, "--dryrun", "--max_remote_batches", "2")
@@ -86,6 +88,8 @@ def test_a_dry_run_through_the_cli_changes_no_file_and_calls_nothing(tmp_path):
         assert sim.stats()["requests"] == calls  # no poll, push, download or cleanup: not one request
         assert "Dry run: would push batch" in proc.stderr, proc.stderr[-3000:]  # the plan is still shown
         assert "Dry run: stopping here" in proc.stderr
+        assert "a real run would remove char_codes_batch_000999.jsonl" in proc.stderr  # not "Removing ..."
+        assert "Removing" not in proc.stderr
 
         fresh = tmp_path / "fresh"  # a dry run on a task that does not exist yet creates nothing either
         proc = run_demo(fresh, sim.base_url, "--dryrun")
@@ -106,7 +110,7 @@ def test_the_dry_run_store_reads_real_files_and_keeps_what_it_is_given_in_memory
     new = tmp_path / "t_queue_0002.jsonl"
     store.appender(new, 0).append_raw(b"x\n")
     store.write_new(tmp_path / "t_batch_0001.jsonl", b"{}\n")
-    store.unlink(queue)
+    store.remove_stray(queue, "a test")
     with store.transaction(tmp_path / "t_journal.json") as txn:
         txn.write_json(tmp_path / "t_state.json", {"a": 1})
         txn.delete(queue)

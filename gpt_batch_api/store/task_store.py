@@ -9,6 +9,7 @@ an existing task shows its true plan; what a dry run appends is kept in memory f
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from .lock import TaskLock
 from .transaction import Transaction, recover_transaction
 
 __all__ = ["Appender", "DryRunStore", "TaskStore", "create_task_dir", "store_for"]
+
+log = logging.getLogger(__name__)
 
 
 class Appender(Protocol):
@@ -75,8 +78,9 @@ class TaskStore:
         cleanup_temp_files(layout.task_dir, layout.owns_temp)
         return recovered
 
-    def unlink(self, path: Path) -> None:
-        """``path`` (never referred to by a committed state) is gone."""
+    def remove_stray(self, path: Path, why: str, level: int = logging.INFO) -> None:
+        """Delete ``path``, which no committed state refers to, saying ``why`` (a dry run says what it would do)."""
+        log.log(level, "Removing %s: %s", path.name, why)
         path.unlink(missing_ok=True)
 
     def appender(self, path: Path, committed_size: int, *, fix: str = WIPE_REQUESTS_FIX) -> Appender:
@@ -164,8 +168,8 @@ class DryRunStore(TaskStore):
     def recover(self, layout: TaskLayout) -> bool:
         return False
 
-    def unlink(self, path: Path) -> None:
-        pass
+    def remove_stray(self, path: Path, why: str, level: int = logging.INFO) -> None:
+        log.log(level, "Dry run: a real run would remove %s (%s)", path.name, why)
 
     def appender(self, path: Path, committed_size: int, *, fix: str = WIPE_REQUESTS_FIX) -> Appender:
         appender = self._appended[path] = _MemoryAppender(committed_size)
