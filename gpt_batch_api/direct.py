@@ -57,7 +57,7 @@ from .direct_transports import (
 )
 from .error_kinds import ErrorKind, advice, error_fields, error_kind
 from .errors import APIError, ServerRefusedError
-from .ratelimit import RateLimitGate, has_ratelimit_headers
+from .ratelimit import MAX_PAUSE_S, RateLimitGate, has_ratelimit_headers
 from .redact import redact
 from .store import fastjson
 from .store.atomic import DISK_ERRNOS, crash_point, disk_error
@@ -499,14 +499,22 @@ def _unreachable(transport: DirectTransport, path: str, exc: NoAnswer) -> APIErr
 
 
 def _retry_after(headers: Any) -> float | None:
+    """The seconds a ``retry-after(-ms)`` header asks for, at most ``MAX_PAUSE_S``; None if absent or not a
+    number of seconds (``nan``, ``inf`` or a negative from an odd server would wait forever, or not at all)."""
     try:
         value = headers.get("retry-after-ms")
         if value is not None:
-            return float(value) / 1000
-        value = headers.get("retry-after")
-        return float(value) if value is not None else None
+            seconds = float(value) / 1000
+        else:
+            value = headers.get("retry-after")
+            if value is None:
+                return None
+            seconds = float(value)
     except (AttributeError, TypeError, ValueError):
         return None
+    if not 0 <= seconds <= MAX_PAUSE_S:  # NaN fails this too
+        return MAX_PAUSE_S if seconds > MAX_PAUSE_S else None
+    return seconds
 
 
 def _line(custom_id: str, status: int, body: Any) -> dict[str, Any]:
