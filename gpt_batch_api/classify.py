@@ -15,6 +15,7 @@ from typing import Any
 
 from .endpoints import Endpoint
 from .error_kinds import ErrorKind, error_fields, error_kind
+from .errors import GPTBatchError
 from .request import GPTRequestInfo, GPTRequestItem
 from .results import ErrorInfo, ResponseInfo, ResultInfo
 
@@ -83,7 +84,17 @@ def _classify_response(
     status = response.get("status_code")
     body = response.get("body")
     if status == 200 and isinstance(body, dict):
-        parsed = endpoint.parse(body, num_outputs, spec)
+        try:
+            parsed = endpoint.parse(body, num_outputs, spec)
+        except GPTBatchError:
+            raise
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            # A body in another shape than the endpoint's (a proxy's, a local server's): retried like a cut body,
+            # rather than stopping the processing of the batch, and of every later run, on the same line
+            why = f"the response body is not a {endpoint.path} answer ({type(exc).__name__}: {exc})"
+            info.resp_info = ResponseInfo(endpoint=endpoint.path, body=body)  # its usage is still paid for
+            info.err_info = ErrorInfo(False, "ResponseError", "MalformedBody", why)
+            return
         info.resp_info = ResponseInfo(endpoint=endpoint.path, body=body, parsed=parsed.parsed)
         info.warn_infos = parsed.warnings
         if parsed.errors:

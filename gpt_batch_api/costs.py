@@ -7,9 +7,16 @@ cached rate gets the same discount as other batch input (cached x batch/direct i
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 __all__ = ["TokenCoster", "UsageCost", "usage_tokens"]
+
+log = logging.getLogger(__name__)
+
+# More tokens than any one request reads or writes: a larger count in a ``usage`` is not a count (a server's bug)
+MAX_USAGE_TOKENS = 10**9
+_warned: set[str] = set()  # the usage fields already reported as unreadable (once per process, not per answer)
 
 
 @dataclasses.dataclass
@@ -66,20 +73,62 @@ class TokenCoster:
         return ((input_tokens - cached_tokens) * uncached_price + cached_tokens * self.cached_price(batch=batch)) / 1e6
 
 
-def usage_tokens(usage: dict[str, Any]) -> tuple[int, int, int, int]:
+def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
     """``(input, cached, output, reasoning)`` tokens of one ``usage`` (chat, responses, embeddings or Anthropic).
 
     Anthropic's ``input_tokens`` leaves out cache reads and cache writes; they are added back here (cache
     writes at the plain input price: Anthropic bills them 25 % higher, not modelled yet).
+
+    The usage is the server's word (a local server or a proxy may send anything): a count that is not a number
+    from 0 to ``MAX_USAGE_TOKENS`` counts as 0 (with one warning), so that it can neither stop the processing of
+    the batch nor make its cost negative or absurd.
     """
+    if not isinstance(usage, dict):
+        if usage:
+            _unreadable("usage", usage)
+        return 0, 0, 0, 0
     if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
-        read = int(usage.get("cache_read_input_tokens") or 0)
-        written = int(usage.get("cache_creation_input_tokens") or 0)
-        return int(usage.get("input_tokens") or 0) + read + written, read, int(usage.get("output_tokens") or 0), 0
-    prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
-    output = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
-    in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-    cached = min(prompt, int(in_details.get("cached_tokens", 0) or 0))
-    reasoning = int(out_details.get("reasoning_tokens", 0) or 0)
+        read = _count(usage, "cache_read_input_tokens")
+        written = _count(usage, "cache_creation_input_tokens")
+        return _count(usage, "input_tokens") + read + written, read, _count(usage, "output_tokens"), 0
+    prompt = _count(usage, "prompt_tokens" if "prompt_tokens" in usage else "input_tokens")
+    output = _count(usage, "completion_tokens" if "completion_tokens" in usage else "output_tokens")
+    in_details = _details(usage, "prompt_tokens_details", "input_tokens_details")
+    out_details = _details(usage, "completion_tokens_details", "output_tokens_details")
+    cached = min(prompt, _count(in_details, "cached_tokens"))
+    reasoning = _count(out_details, "reasoning_tokens")
     return prompt, cached, output, reasoning
+
+
+def _count(fields: dict[str, Any], name: str) -> int:
+    value = fields.get(name)
+    if value is None:
+        return 0
+    number = value
+    if isinstance(number, str):
+        try:
+            number = float(number)
+        except ValueError:
+            pass
+    if isinstance(number, int | float) and not isinstance(number, bool) and 0 <= number <= MAX_USAGE_TOKENS:
+        return int(number)
+    _unreadable(name, value)
+    return 0
+
+
+def _details(usage: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        details = usage.get(name)
+        if details:
+            if isinstance(details, dict):
+                return details
+            _unreadable(name, details)
+    return {}
+
+
+def _unreadable(name: str, value: Any) -> None:
+    if name not in _warned:
+        _warned.add(name)
+        log.warning(
+            "The server's answers give %s = %.80r, which is not a token count: counted as 0 in the costs", name, value
+        )

@@ -24,6 +24,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .costs import MAX_USAGE_TOKENS
+
 __all__ = ["RateLimitGate", "has_ratelimit_headers", "parse_duration"]
 
 log = logging.getLogger(__name__)
@@ -141,12 +143,12 @@ class RateLimitGate:
 
     def observe(self, headers: Mapping[str, str] | None, usage: Mapping[str, Any] | None = None) -> None:
         """Read the rate-limit headers (and the answer's token usage) and pause if the budget runs short."""
-        if usage:
+        if usage and isinstance(usage, Mapping):  # the server's word: a proxy may send a string or a list
             tokens = usage.get("total_tokens")
             if tokens is None:  # Anthropic: input and output counted apart
                 tokens = _number(usage, "input_tokens") or 0.0
                 tokens += _number(usage, "output_tokens") or 0.0
-            if isinstance(tokens, int | float) and tokens > 0:
+            if isinstance(tokens, int | float) and 0 < tokens <= MAX_USAGE_TOKENS:
                 with self._lock:
                     previous = self._avg_tokens
                     self._avg_tokens = tokens if previous is None else 0.9 * previous + 0.1 * tokens

@@ -46,13 +46,20 @@ class ChatCompletionsEndpoint(Endpoint):
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
         choices = body.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            # A server's or a proxy's own shape (vLLM, llama.cpp, gateways): not a chat completion
+            result.errors.append(retryable("MalformedBody", f"the choices are not a list of objects: {choices!r:.200}"))
+            result.parsed = [] if spec is not None else None
+            return result
         expected = num_outputs
         if len(choices) != expected:
             result.errors.append(retryable("ChoicesMismatch", f"expected {expected} choices, got {len(choices)}"))
         cls = resolve_class(spec) if spec is not None else None
         parsed: list[Any] = []
         for index, choice in enumerate(choices):
-            message = choice.get("message") or {}
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                message = {}
             finish = choice.get("finish_reason")
             where = f"choice {index}"
             if message.get("refusal"):

@@ -1,0 +1,124 @@
+"""Direct calls answered by an odd OpenAI-compatible server (a local server, a gateway, a homemade proxy).
+
+Each case is a real run of the numbers task (``--force_direct``) against the simulator, some of whose chat
+answers are changed on the way: a 200 whose body is JSON but not a chat completion's shape, a ``usage`` that
+is not token counts, a ``retry-after`` that is not a number of seconds. The run must complete (no traceback,
+no stall), every sample answered, each answer bought once unless it had to be asked again, the recorded cost
+a sane number, and the task must load and finish again on a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpt_batch_api.simulator import Simulator, SimulatorConfig
+
+from ..support.helpers import assert_complete
+from . import Ledger
+from .test_fault_matrix import DIRECT, DirectFaults, answer_counts, make_task
+
+NUM = 12
+FAULTY = 5  # the first answers changed on the way
+
+
+def changed_body(change: Any) -> Any:
+    """A fault for ``DirectFaults(after_answer=True)``: the simulator's real answer, its JSON body changed."""
+
+    def fault(answer: tuple[int, bytes, dict[str, str], str]) -> tuple[int, bytes, dict[str, str], str]:
+        body = json.loads(answer[1])
+        change(body)
+        return 200, json.dumps(body).encode(), answer[2], "application/json"
+
+    return fault
+
+
+def run_twice(tmp_path: Path, fault: Any, count: int = FAULTY) -> tuple[dict[str, int], dict[str, Any]]:
+    """Run the task with ``fault`` on the first ``count`` chat answers, then again (it must load and have nothing
+    left to do); the answers the server produced per sample, and the requester's totals."""
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        faults = DirectFaults(sim, count, fault, after_answer=True)
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, **DIRECT).run() is True
+        assert faults.served == count
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, **DIRECT).run() is True
+    records = assert_complete(tmp_path, NUM)
+    assert all(r.error is None for r in records), [r.error for r in records if r.error]
+    totals = json.loads((tmp_path / "numbers_state.json").read_text())["totals"]
+    return answer_counts(ledger), totals
+
+
+def set_choices(value: Any) -> Any:
+    return lambda body: body.__setitem__("choices", value)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(set_choices({"0": {"message": {"content": "{}"}}}), id="choices_an_object"),
+        pytest.param(set_choices("the answer"), id="choices_a_string"),
+        pytest.param(set_choices([None]), id="choice_null"),
+        pytest.param(lambda body: body["choices"][0].__setitem__("message", "the answer"), id="message_a_string"),
+    ],
+)
+def test_a_200_in_another_shape_than_a_chat_completion_is_asked_again_not_a_crash(tmp_path, change):
+    counts, _ = run_twice(tmp_path, changed_body(change))
+    # The changed answers could not be read: each of those samples is asked once more, the others once.
+    assert sorted(counts.values()) == [1] * (NUM - FAULTY) + [2] * FAULTY
+
+
+def set_usage(*path: str, value: Any) -> Any:
+    def change(body: dict[str, Any]) -> None:
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(set_usage("usage", value="many"), id="usage_a_string"),
+        pytest.param(set_usage("usage", value=[12, 5]), id="usage_a_list"),
+        pytest.param(set_usage("usage", "prompt_tokens", value="twelve"), id="tokens_a_word"),
+        pytest.param(set_usage("usage", "prompt_tokens", value={"n": 12}), id="tokens_an_object"),
+        pytest.param(set_usage("usage", "prompt_tokens", value=-1_000_000), id="tokens_negative"),
+        pytest.param(set_usage("usage", "prompt_tokens", value=10**30), id="tokens_absurd"),
+        pytest.param(set_usage("usage", "prompt_tokens", value=1e308), id="tokens_a_huge_float"),
+        pytest.param(set_usage("usage", "prompt_tokens_details", value="none"), id="details_a_string"),
+        pytest.param(set_usage("usage", "completion_tokens_details", value=[0]), id="details_a_list"),
+        pytest.param(set_usage("usage", "prompt_tokens_details", value={"cached_tokens": "x"}), id="cached_a_word"),
+    ],
+)
+def test_a_usage_that_is_not_token_counts_keeps_the_answer_and_a_sane_cost(tmp_path, change):
+    counts, totals = run_twice(tmp_path, changed_body(change))
+    assert set(counts.values()) == {1}, "an answer with an odd usage is still the answer: bought once"
+    cost = totals["true_cost_direct"]
+    # 12 small requests cost well under a cent; a negative or absurd count must not reach the totals
+    assert math.isfinite(cost) and 0 < cost < 0.01, cost
+    assert 0 <= totals["cached_tokens"] <= totals["prompt_tokens"] < 10_000, totals
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("retry_after", ["nan", "-5"])
+def test_a_retry_after_that_is_not_a_number_of_seconds_neither_stalls_nor_skips_the_backoff(tmp_path, retry_after):
+    def busy(_: Any) -> tuple[int, bytes, dict[str, str], str]:
+        body = {"error": {"message": "busy", "type": "server_error"}}
+        return 503, json.dumps(body).encode(), {"retry-after": retry_after}, "application/json"
+
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        faults = DirectFaults(sim, FAULTY, busy)
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, **DIRECT).run() is True
+    assert faults.served == FAULTY
+    records = assert_complete(tmp_path, NUM)
+    assert all(r.error is None and r.retry_num == 0 for r in records)
+    assert set(answer_counts(ledger).values()) == {1}
+    retry_gaps = [b - a for a, b in zip(faults.times, faults.times[1:], strict=False) if b - a > 0.05]
+    assert retry_gaps, "the engine must back off on its own when retry-after is not a number of seconds"
