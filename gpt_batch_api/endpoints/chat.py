@@ -85,9 +85,15 @@ class ChatCompletionsEndpoint(Endpoint):
         # Imported on first use: openai takes about a second to import, which a direct run need not wait for.
         from openai.types.chat import ChatCompletion, ParsedChatCompletion
 
+        cls = ChatCompletion if parsed is None else ParsedChatCompletion[Any]
+        try:
+            completion = cls.model_validate(body)
+        except pydantic.ValidationError:
+            # A compatible server's answer the SDK's types refuse (finish_reason "abort" or null, no id): built
+            # without validation, as the SDK itself builds the answers it receives
+            completion = cls.construct(**body)
         if parsed is None:
-            return ChatCompletion.model_validate(body)
-        completion = ParsedChatCompletion[Any].model_validate(body)
+            return completion
         for choice, value in zip(completion.choices, parsed, strict=False):
             choice.message.parsed = value
         return completion

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from gpt_batch_api.results import BatchResult
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
 from ..support.helpers import assert_complete
+from ..support.numbers_task import NumbersTask
 from . import Ledger
 from .test_fault_matrix import DIRECT, DirectFaults, answer_counts, make_task
 
@@ -122,3 +124,34 @@ def test_a_retry_after_that_is_not_a_number_of_seconds_neither_stalls_nor_skips_
     assert set(answer_counts(ledger).values()) == {1}
     retry_gaps = [b - a for a, b in zip(faults.times, faults.times[1:], strict=False) if b - a > 0.05]
     assert retry_gaps, "the engine must back off on its own when retry-after is not a number of seconds"
+
+
+class PayloadTask(NumbersTask):
+    """Reads every answer as the SDK's object (``resp_info.payload``), as task code does."""
+
+    def process_batch_result(self, result: BatchResult) -> bool:
+        for info in result.infos.values():
+            if info.resp_info is not None and info.err_info is None:
+                payload = info.resp_info.payload
+                assert payload.choices[0].message.parsed == info.resp_info.parsed[0]
+        return super().process_batch_result(result)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda body: body["choices"][0].__setitem__("finish_reason", "abort"), id="finish_reason_abort"),
+        pytest.param(lambda body: body["choices"][0].__setitem__("finish_reason", None), id="finish_reason_null"),
+        pytest.param(lambda body: body.pop("id"), id="no_id"),
+    ],
+)
+def test_an_answer_the_sdk_types_refuse_is_still_readable_as_the_sdk_object(tmp_path, change):
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        faults = DirectFaults(sim, FAULTY, changed_body(change), after_answer=True)
+        base = {"wandb": False, "progress": False, "client_base_url": sim.base_url, "openai_api_key": "sk-test"}
+        assert PayloadTask(str(tmp_path), NUM, max_retries=2, **base, **DIRECT).run() is True
+    assert faults.served == FAULTY
+    records = assert_complete(tmp_path, NUM)
+    assert all(r.error is None for r in records)
+    assert set(answer_counts(ledger).values()) == {1}, "a readable answer must not be bought again"
