@@ -85,7 +85,7 @@ class ChatCompletionsEndpoint(Endpoint):
         # Imported on first use: openai takes about a second to import, which a direct run need not wait for.
         from openai.types.chat import ChatCompletion, ParsedChatCompletion
 
-        cls = ChatCompletion if parsed is None else ParsedChatCompletion[Any]
+        cls: Any = ChatCompletion if parsed is None else ParsedChatCompletion[Any]
         try:
             completion = cls.model_validate(body)
         except pydantic.ValidationError:
