@@ -85,8 +85,12 @@ class DirectTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
+_BOM = b"\xef\xbb\xbf"  # some servers and proxies start their JSON with a UTF-8 byte order mark (JSON may)
+
+
 def _error_body(content: bytes) -> Any:
     """An error answer's body: its JSON, else its text (a proxy's HTML page, a plain-text error)."""
+    content = content.removeprefix(_BOM)
     try:
         return fastjson.loads(content)
     except ValueError:
@@ -96,7 +100,7 @@ def _error_body(content: bytes) -> Any:
 
 def _success_body(content: bytes) -> Any:
     try:
-        return fastjson.loads(content)
+        return fastjson.loads(content.removeprefix(_BOM))
     except ValueError as exc:
         raise MalformedAnswer(str(exc)) from None
 

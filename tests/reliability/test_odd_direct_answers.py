@@ -155,3 +155,20 @@ def test_an_answer_the_sdk_types_refuse_is_still_readable_as_the_sdk_object(tmp_
     records = assert_complete(tmp_path, NUM)
     assert all(r.error is None for r in records)
     assert set(answer_counts(ledger).values()) == {1}, "a readable answer must not be bought again"
+
+
+def test_json_after_a_byte_order_mark_is_read_not_bought_again(tmp_path):
+    """RFC 8259 lets a parser ignore a leading UTF-8 BOM; a server that always sends one (some Windows proxies)
+    would otherwise have every answer thrown away and bought again, up to max_attempts x max_retries times."""
+
+    def with_bom(answer: tuple[int, bytes, dict[str, str], str]) -> tuple[int, bytes, dict[str, str], str]:
+        return answer[0], b"\xef\xbb\xbf" + answer[1], answer[2], answer[3]
+
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        faults = DirectFaults(sim, 10**6, with_bom, after_answer=True)
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, **DIRECT).run() is True
+    assert faults.served == NUM
+    records = assert_complete(tmp_path, NUM)
+    assert all(r.error is None for r in records)
+    assert set(answer_counts(ledger).values()) == {1}
