@@ -46,6 +46,13 @@ class ChatCompletionsEndpoint(Endpoint):
     def parse(self, body: dict[str, Any], num_outputs: int, spec: ParseSpec | None) -> ParsedBody:
         result = ParsedBody()
         choices = body.get("choices") or []
+        error = body.get("error")
+        if not choices and error:  # a gateway's error sent with HTTP 200 (LiteLLM, homemade proxies): say which
+            message = error.get("message", error) if isinstance(error, dict) else error
+            why = f"the server answered HTTP 200 with an error: {message!s:.300}"
+            result.errors.append(retryable("ErrorBody", why))
+            result.parsed = [] if spec is not None else None
+            return result
         if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
             # A server's or a proxy's own shape (vLLM, llama.cpp, gateways): not a chat completion
             result.errors.append(retryable("MalformedBody", f"the choices are not a list of objects: {choices!r:.200}"))

@@ -172,3 +172,26 @@ def test_json_after_a_byte_order_mark_is_read_not_bought_again(tmp_path):
     records = assert_complete(tmp_path, NUM)
     assert all(r.error is None for r in records)
     assert set(answer_counts(ledger).values()) == {1}
+
+
+def test_an_error_sent_with_http_200_is_named_in_the_failure(tmp_path, caplog):
+    """A gateway that answers an upstream error with HTTP 200: the samples fail with the gateway's words, not as
+    a count of choices that hides them."""
+    message = "litellm.BadRequestError: upstream key invalid"
+
+    def error_200(answer: tuple[int, bytes, dict[str, str], str]) -> tuple[int, bytes, dict[str, str], str]:
+        return (
+            200,
+            json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode(),
+            {},
+            "application/json",
+        )
+
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        DirectFaults(sim, 10**6, error_200, after_answer=True)
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=1, **DIRECT).run() is True
+    records = assert_complete(tmp_path, NUM)
+    assert {r.error for r in records} == {"ErrorBody"}
+    assert message in caplog.text
+    assert set(answer_counts(ledger).values()) == {2}, "asked once and retried once (max_retries 1), no more"
