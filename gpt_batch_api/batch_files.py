@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import TaskFileError
+from .queue_records import REQUIRED_HEAD_KEYS
 from .requester_state import BatchState
 from .store.layout import TaskLayout
 
@@ -33,9 +34,9 @@ def check_batch_file(layout: TaskLayout, batch: BatchState) -> None:
         )
 
 
-# The keys every info line has (see queue_records.QueueRecord). Counted at C speed over the whole file: a key
-# inside a string value is escaped (\"ti\":), so only keys count; a meta key of the same name can only add.
-_INFO_KEYS = (b'"id":', b'"retry_num":', b'"ti":', b'"to":', b'"cb":', b'"cd":', b'"size":', b'"parse":', b'"meta":')
+# The keys every info line has, counted at C speed over the whole file: a key inside a string value is escaped
+# (\"ti\":), so only keys count; a meta key of the same name can only add.
+_INFO_KEYS = tuple(f'"{key}":'.encode() for key in REQUIRED_HEAD_KEYS)
 
 
 def _info_lacks(data: bytes, n: int) -> str | None:

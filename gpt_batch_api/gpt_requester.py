@@ -600,7 +600,7 @@ class GPTRequester:
         )
         self.store.write_new(self.layout.batch_input(batch_id), b"\n".join([r.line for r in records]) + b"\n")
         self.store.write_new(self.layout.batch_info(batch_id), b"\n".join([r.head for r in records]) + b"\n")
-        self.queue.take(records, end, tokens_input=batch.tokens_input, size=batch.size)
+        self.queue.take(records, end)
         self.S.batches.append(batch)
         self.events.emit(
             BATCH_CREATED,
