@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
+
 from .errors import TaskFileError
+from .queue_records import REQUIRED_HEAD_KEYS
 from .requester_state import BatchState
 from .store.layout import TaskLayout
 
@@ -16,8 +19,13 @@ def check_batch_file(layout: TaskLayout, batch: BatchState) -> None:
     problem = None
     if size != batch.size:
         problem = f"{path} has {max(size, 0)} bytes but was written with {batch.size}"
-    else:  # C-speed counts: every line is one request of ours, and the info file lists each of them
-        data = path.read_bytes()
+    elif batch.input_crc is not None and batch.info_crc is not None:  # any change, even a field's type
+        if zlib.crc32(path.read_bytes()) != batch.input_crc:
+            problem = f"{path} is not the request file it was written as (its CRC-32 differs)"
+        elif not info_path.exists() or zlib.crc32(info_path.read_bytes()) != batch.info_crc:
+            problem, path = f"{info_path} is not the info file of batch {batch.id} it was written as", info_path
+    else:  # cut before CRCs were kept. C-speed counts: every line is one request of ours, and the info file
+        data = path.read_bytes()  # lists each of them
         n = batch.num_requests
         if not data.startswith(b'{"custom_id":"') or data.count(b'\n{"custom_id":"') != n - 1:
             problem = f"{path} does not hold the {n} request lines it was written with"
@@ -33,9 +41,9 @@ def check_batch_file(layout: TaskLayout, batch: BatchState) -> None:
         )
 
 
-# The keys every info line has (see queue_records.QueueRecord). Counted at C speed over the whole file: a key
-# inside a string value is escaped (\"ti\":), so only keys count; a meta key of the same name can only add.
-_INFO_KEYS = (b'"id":', b'"retry_num":', b'"ti":', b'"to":', b'"cb":', b'"cd":', b'"size":', b'"parse":', b'"meta":')
+# The keys every info line has, counted at C speed over the whole file: a key inside a string value is escaped
+# (\"ti\":), so only keys count; a meta key of the same name can only add.
+_INFO_KEYS = tuple(f'"{key}":'.encode() for key in REQUIRED_HEAD_KEYS)
 
 
 def _info_lacks(data: bytes, n: int) -> str | None:

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -598,9 +599,12 @@ class GPTRequester:
             last_req_id=records[-1].id,
             created_at=time.time(),
         )
-        self.store.write_new(self.layout.batch_input(batch_id), b"\n".join([r.line for r in records]) + b"\n")
-        self.store.write_new(self.layout.batch_info(batch_id), b"\n".join([r.head for r in records]) + b"\n")
-        self.queue.take(records, end, tokens_input=batch.tokens_input, size=batch.size)
+        input_bytes = b"\n".join([r.line for r in records]) + b"\n"
+        info_bytes = b"\n".join([r.head for r in records]) + b"\n"
+        batch.input_crc, batch.info_crc = zlib.crc32(input_bytes), zlib.crc32(info_bytes)  # 2 GB/s: ~1 us a request
+        self.store.write_new(self.layout.batch_input(batch_id), input_bytes)
+        self.store.write_new(self.layout.batch_info(batch_id), info_bytes)
+        self.queue.take(records, end)
         self.S.batches.append(batch)
         self.events.emit(
             BATCH_CREATED,

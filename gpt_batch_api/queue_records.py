@@ -13,9 +13,12 @@ from typing import Any
 
 from .store import fastjson
 
-__all__ = ["QueueRecord", "parse_queue_record", "queue_record_bytes"]
+__all__ = ["REQUIRED_HEAD_KEYS", "QueueRecord", "encode_queue_record", "parse_queue_record", "queue_record_bytes"]
 
 _LINE_KEY = b',"line":'
+# The keys of every head (``n`` may be absent in older files): written by encode_queue_record, read by
+# QueueRecord.from_head, counted in batch info files before they are sent (batch_files.check_batch_file).
+REQUIRED_HEAD_KEYS = ("id", "retry_num", "ti", "to", "cb", "cd", "size", "parse", "meta")
 
 
 @dataclasses.dataclass(slots=True)
@@ -46,6 +49,36 @@ class QueueRecord:
 
     def cost(self, *, direct: bool) -> float:
         return self.cost_direct if direct else self.cost_batch
+
+
+def encode_queue_record(
+    line: bytes,
+    *,
+    req_id: int,
+    retry_num: int,
+    tokens_input: int,
+    tokens_output: int,
+    cost_batch: float,
+    cost_direct: float,
+    parse: dict[str, str] | None,
+    num_outputs: int,
+    meta: Any,
+) -> bytes:
+    """The queue line of one request (its batch ``line``, without the newline): the inverse of
+    ``parse_queue_record``."""
+    head = {
+        "id": req_id,
+        "retry_num": retry_num,
+        "ti": tokens_input,
+        "to": tokens_output,
+        "cb": cost_batch,
+        "cd": cost_direct,
+        "size": len(line) + 1,
+        "parse": parse,
+        "n": num_outputs,
+        "meta": meta,
+    }
+    return queue_record_bytes(head, line)
 
 
 def queue_record_bytes(head: dict[str, Any], line: bytes) -> bytes:

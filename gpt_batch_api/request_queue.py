@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import TaskFileError
 from .limits import Amounts, Limits
-from .queue_records import QueueRecord, parse_queue_record, queue_record_bytes
+from .queue_records import QueueRecord, encode_queue_record, parse_queue_record
 from .requester_state import QueueState
 from .store.jsonl import corrupt_line_error
 from .store.task_store import Appender, TaskStore
@@ -82,29 +82,19 @@ class RequestQueue:
         cost_direct: float,
         parse: dict[str, str] | None,
         num_outputs: int,
-        meta: dict[str, Any],
+        meta: Any,
     ) -> bytes:
         """The queue record of one request (its batch ``line`` without the newline), counted in the queue's
         totals; the caller appends it. New requests and retries both go through here."""
-        size = len(line) + 1
         queue = self._state()
         queue.num_requests += 1
         queue.tokens_input += tokens_input
         queue.cost += cost_batch
-        queue.size += size
-        head = {
-            "id": req_id,
-            "retry_num": retry_num,
-            "ti": tokens_input,
-            "to": tokens_output,
-            "cb": cost_batch,
-            "cd": cost_direct,
-            "size": size,
-            "parse": parse,
-            "n": num_outputs,
-            "meta": meta,
-        }
-        return queue_record_bytes(head, line)
+        queue.size += len(line) + 1
+        return encode_queue_record(
+            line, req_id=req_id, retry_num=retry_num, tokens_input=tokens_input, tokens_output=tokens_output,
+            cost_batch=cost_batch, cost_direct=cost_direct, parse=parse, num_outputs=num_outputs, meta=meta,
+        )  # fmt: skip
 
     def append(self, records: list[bytes]) -> None:
         """Append records made by ``record``; they are committed with the next commit."""
@@ -146,13 +136,14 @@ class RequestQueue:
         total = Amounts(queue.num_requests, queue.tokens_input, queue.cost, queue.size)
         return limits.batch.exceeded_by(total, limits.max_token_safety, limits.max_mb_safety) is None
 
-    def take(self, records: list[QueueRecord], end: int, *, tokens_input: int, size: int) -> None:
-        """Remove ``records`` (the head of the queue, up to offset ``end``) from the queue and its totals."""
+    def take(self, records: list[QueueRecord], end: int) -> None:
+        """Remove ``records`` (the head of the queue, up to offset ``end``) from the queue and from its totals,
+        by what each one added to them."""
         queue = self._state()
         queue.num_requests -= len(records)
-        queue.tokens_input -= tokens_input
+        queue.tokens_input -= sum(r.tokens_input for r in records)
         queue.cost -= sum(r.cost_batch for r in records)
-        queue.size -= size
+        queue.size -= sum(r.size for r in records)
         queue.start = end
 
     # ------------------------------------------------------------------ commit

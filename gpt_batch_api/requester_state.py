@@ -31,7 +31,7 @@ __all__ = [
     "load_state",
 ]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 class BatchStatus(enum.StrEnum):
@@ -96,6 +96,10 @@ class BatchState(_Model):
     created_at: float
     push_started_at: float | None = None
     remote: RemoteInfo = RemoteInfo()
+    # CRC-32 of the batch's input and info files as written (checked before anything of it is sent; None in
+    # batches cut before version 3, whose files are checked by their line and key counts only).
+    input_crc: int | None = None
+    info_crc: int | None = None
 
     @property
     def direct(self) -> bool:
@@ -218,8 +222,18 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3: each batch keeps the CRC-32 of its files (unknown for the batches cut before)."""
+    for batch in data.get("batches") or []:
+        if isinstance(batch, dict):
+            batch.setdefault("input_crc", None)
+            batch.setdefault("info_crc", None)
+    data["version"] = 3
+    return data
+
+
 # One upgrade function per version bump: UPGRADES[n] turns a version-n document into version n + 1.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def load_state(path: Path) -> RequesterState:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpt_batch_api.queue_records import parse_queue_record, queue_record_bytes
+from gpt_batch_api.queue_records import REQUIRED_HEAD_KEYS, encode_queue_record, parse_queue_record, queue_record_bytes
 from gpt_batch_api.store import fastjson
 
 json_values = st.recursive(
@@ -32,6 +32,18 @@ def test_the_batch_line_and_head_come_back_byte_for_byte(meta, body):
     assert (record.id, record.retry_num, record.tokens_input, record.tokens_output) == (1, 0, 5, 7)
     assert (record.cost_batch, record.cost_direct, record.size, record.num_outputs) == (0.25, 0.5, len(line) + 1, 1)
     assert record.meta == meta and record.parse is None
+
+
+def test_encode_is_the_inverse_of_parse_and_writes_every_required_key():
+    line = b'{"custom_id":"r9","body":{"model":"m"}}'
+    fields = dict(req_id=9, retry_num=2, tokens_input=11, tokens_output=13, cost_batch=0.125, cost_direct=0.25,
+                  parse={"module": "m", "qualname": "Q"}, num_outputs=3, meta={"k": [1]})  # fmt: skip
+    record = parse_queue_record(encode_queue_record(line, **fields))
+    assert record.line == line and record.size == len(line) + 1
+    assert (record.id, record.retry_num, record.tokens_input, record.tokens_output) == (9, 2, 11, 13)
+    assert (record.cost_batch, record.cost_direct, record.num_outputs) == (0.125, 0.25, 3)
+    assert record.parse == fields["parse"] and record.meta == {"k": [1]}
+    assert set(REQUIRED_HEAD_KEYS) <= set(json.loads(record.head))  # what batch_files counts before sending
 
 
 def test_tricky_meta_and_old_lines_without_ll_or_n():

@@ -52,6 +52,16 @@ class Harness:
         return [record.id for _, record in self.queue.records()]
 
 
+def committed_file(task_dir: Path, *req_ids: int) -> tuple[Harness, Path]:
+    """A queue file holding the committed requests ``req_ids``, closed, with its harness (state included)."""
+    h = Harness(task_dir)
+    h.queue.open(wiping=False)
+    h.add(*req_ids)
+    h.commit()
+    h.queue.close()
+    return h, task_dir / "t_queue_0.jsonl"
+
+
 def test_records_appear_at_the_commit_and_take_removes_them_with_their_totals(tmp_path):
     h = Harness(tmp_path)
     h.queue.open(wiping=False)
@@ -59,12 +69,14 @@ def test_records_appear_at_the_commit_and_take_removes_them_with_their_totals(tm
     assert h.ids() == []  # appended, not committed
     h.commit()
     assert h.ids() == [1, 2, 3]
-    assert (h.state.num_requests, h.state.tokens_input, h.state.cost) == (3, 60, 1.5)
+    sizes = [record.size for _, record in h.queue.records()]
+    assert (h.state.num_requests, h.state.tokens_input, h.state.cost, h.state.size) == (3, 60, 1.5, sum(sizes))
     taken = list(h.queue.records())[:2]
     end = taken[-1][0]
-    h.queue.take([r for _, r in taken], end, tokens_input=30, size=sum(r.size for _, r in taken))
+    h.queue.take([r for _, r in taken], end)  # the totals go down by what each record added
     assert h.ids() == [3]
     assert (h.state.num_requests, h.state.tokens_input, h.state.cost, h.state.start) == (1, 30, 0.5, end)
+    assert h.state.size == sizes[2] == len(b'{"custom_id":"id-3","body":{}}') + 1
 
 
 def test_a_consumed_queue_rotates_to_a_new_file_and_the_old_one_goes_in_the_same_commit(tmp_path):
@@ -73,7 +85,7 @@ def test_a_consumed_queue_rotates_to_a_new_file_and_the_old_one_goes_in_the_same
     h.add(1)
     h.commit()
     ((end, record),) = list(h.queue.records())
-    h.queue.take([record], end, tokens_input=10, size=record.size)
+    h.queue.take([record], end)
     h.commit()
     assert h.state.gen == 1 and (h.state.start, h.state.end) == (0, 0)
     assert not (tmp_path / "t_queue_0.jsonl").exists()
@@ -98,12 +110,7 @@ def test_bytes_appended_after_the_last_commit_are_dropped_when_the_queue_is_open
 
 
 def test_a_truncated_queue_file_is_refused_unless_the_requests_are_wiped(tmp_path):
-    h = Harness(tmp_path)
-    h.queue.open(wiping=False)
-    h.add(1, 2)
-    h.commit()
-    h.queue.close()
-    path = tmp_path / "t_queue_0.jsonl"
+    h, path = committed_file(tmp_path, 1, 2)
     path.write_bytes(path.read_bytes()[:10])
     with pytest.raises(TaskFileError, match="shorter .* --wipe_requests"):
         Harness(tmp_path, h.state).queue.open(wiping=False)
@@ -126,12 +133,7 @@ def test_the_queue_fits_in_one_batch_until_a_batch_limit_is_reached(tmp_path):
 
 
 def test_with_the_dry_run_store_the_queue_reads_the_committed_file_and_keeps_its_appends_in_memory(tmp_path):
-    h = Harness(tmp_path)
-    h.queue.open(wiping=False)
-    h.add(1, 2)
-    h.commit()
-    h.queue.close()
-    path = tmp_path / "t_queue_0.jsonl"
+    h, path = committed_file(tmp_path, 1, 2)
     before = (path.read_bytes(), path.stat().st_mtime_ns)
     dry = Harness(tmp_path, h.state.model_copy(), store=DryRunStore())
     dry.queue.open(wiping=False)
@@ -139,7 +141,7 @@ def test_with_the_dry_run_store_the_queue_reads_the_committed_file_and_keeps_its
     dry.commit()
     assert dry.ids() == [1, 2, 3]  # the plan of a dry run covers what it would have queued
     ((end, record), *_) = list(dry.queue.records())
-    dry.queue.take([record], end, tokens_input=10, size=record.size)
+    dry.queue.take([record], end)
     assert dry.ids() == [2, 3]
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t_queue_0.jsonl"]

@@ -35,7 +35,8 @@ def test_version_1_remote_info_becomes_backend_neutral(tmp_path):
     path = tmp_path / "x_state.json"
     path.write_text(json.dumps(data))
     state = load_state(path)
-    assert state.version == STATE_VERSION == 2
+    assert state.version == STATE_VERSION == 3
+    assert all(b.input_crc is None and b.info_crc is None for b in state.batches)  # their files: counts only
     remote = state.batches[0].remote
     old = json.loads((FIXTURE / "utterance_emotion_state.json").read_text())["batches"][0]["remote"]
     assert remote.backend == "openai" and remote.batch_id == old["batch_id"]

@@ -83,8 +83,27 @@ def damage(path: Path, how: str) -> None:
             path.write_text(
                 "".join(json.dumps({k: v for k, v in o.items() if k != sorted(o)[0]}) + "\n" for o in lines)
             )
+    elif how == "field_wrong_type":  # the right keys, one value of another type (an edit by hand, a bad tool)
+        if path.suffix == ".json":
+            obj = json.loads(data)
+            key = sorted(obj)[len(obj) // 2]
+            obj[key] = retyped(obj[key])
+            path.write_text(json.dumps(obj))
+        else:
+            lines = [json.loads(line) for line in data.splitlines()]
+            keys = [WRONG_KEY["key"] or min(o) for o in lines]
+            path.write_text(
+                "".join(json.dumps({**o, k: retyped(o[k])}) + "\n" for o, k in zip(lines, keys, strict=True))
+            )
     else:
         raise ValueError(how)
+
+
+WRONG_KEY: dict[str, str | None] = {"key": None}  # the key of each line field_wrong_type changes (None: the first)
+
+
+def retyped(value: Any) -> Any:
+    return 12345 if isinstance(value, str) else "x"
 
 
 def advised_fix(message: str) -> str:
@@ -93,7 +112,7 @@ def advised_fix(message: str) -> str:
     return fixes[0][2:]
 
 
-DAMAGES = ["missing", "empty", "truncated", "garbage", "wrong_type", "field_missing"]
+DAMAGES = ["missing", "empty", "truncated", "garbage", "wrong_type", "field_missing", "field_wrong_type"]
 BATCH_FILES = ["numbers_batch_000003.jsonl", "numbers_batch_000003_info.jsonl"]
 
 
@@ -107,6 +126,14 @@ def test_damaged_file_is_refused_and_the_advised_fix_works(tmp_path, template, n
 @pytest.mark.parametrize("name", BATCH_FILES)
 def test_damaged_batch_file_is_refused_before_direct_calls(tmp_path, template, name, how):
     check_refusal_and_fix(tmp_path, template, name, how, {"force_direct": True})
+
+
+@pytest.mark.parametrize("key", ["id", "retry_num", "ti", "to", "cb", "cd", "size", "parse", "n", "meta"])
+def test_an_info_field_of_another_type_is_refused_before_direct_calls(tmp_path, template, key, monkeypatch):
+    """Each of these used to be sent and paid for, then crash the processing (ti, to, parse, meta), name the
+    wrong file (id) or carry nonsense to the task's results (the others)."""
+    monkeypatch.setitem(WRONG_KEY, "key", key)
+    check_refusal_and_fix(tmp_path, template, BATCH_FILES[1], "field_wrong_type", {"force_direct": True})
 
 
 def check_refusal_and_fix(tmp_path, template, name: str, how: str, options: dict[str, Any]) -> None:
