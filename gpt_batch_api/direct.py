@@ -53,6 +53,7 @@ from .direct_transports import (
     MalformedAnswer,
     NoAnswer,
     SDKTransport,
+    StreamedAnswer,
     async_client_like,
 )
 from .error_kinds import ErrorKind, advice, error_fields, error_kind
@@ -439,6 +440,13 @@ class DirectExecutor:
                         # use up its retries); a rerun sends it again.
                         raise _Fatal(_unreachable(transport, path, exc)) from None
                 delay = self._backoff(attempt + outage)
+            except StreamedAnswer as exc:  # every answer would be: stop rather than buy each one max_attempts times
+                why = (
+                    f"the server at {redact(transport.base_url)} answered a direct call to {path} with {exc}, although "
+                    "no stream was asked for (a proxy or a server setting that forces stream=true?). Make it answer "
+                    "plain JSON, then rerun the same command"
+                )
+                raise _Fatal(ServerRefusedError(f"Stopped before marking any request failed: {why}.")) from None
             except MalformedAnswer as exc:  # a 200 whose JSON body was cut or empty (e.g. a proxy dropped it)
                 self._last_answer = time.monotonic()
                 attempt += 1

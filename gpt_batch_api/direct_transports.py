@@ -43,6 +43,7 @@ __all__ = [
     "NoAnswer",
     "OpenAIDirectTransport",
     "SDKTransport",
+    "StreamedAnswer",
     "async_client_like",
     "direct_transport_factory",
 ]
@@ -67,6 +68,11 @@ class NoAnswer(Exception):
 
 class MalformedAnswer(ValueError):
     """A success whose body is not JSON (cut short by a proxy, or empty)."""
+
+
+class StreamedAnswer(MalformedAnswer):
+    """A success sent as server-sent events although no stream was asked for (a proxy forcing ``stream``):
+    every call would get one, so retrying would only buy each answer again."""
 
 
 @runtime_checkable
@@ -102,6 +108,8 @@ def _success_body(content: bytes) -> Any:
     try:
         return fastjson.loads(content.removeprefix(_BOM))
     except ValueError as exc:
+        if content.lstrip().startswith((b"data:", b"event:")):
+            raise StreamedAnswer(f"a stream of server-sent events: {content[:120]!r}") from None
         raise MalformedAnswer(str(exc)) from None
 
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from gpt_batch_api.errors import ServerRefusedError
 from gpt_batch_api.results import BatchResult
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
 
-from ..support.helpers import assert_complete
+from ..support.helpers import assert_complete, read_records
 from ..support.numbers_task import NumbersTask
 from . import Ledger
 from .test_fault_matrix import DIRECT, DirectFaults, answer_counts, make_task
@@ -195,3 +196,26 @@ def test_an_error_sent_with_http_200_is_named_in_the_failure(tmp_path, caplog):
     assert {r.error for r in records} == {"ErrorBody"}
     assert message in caplog.text
     assert set(answer_counts(ledger).values()) == {2}, "asked once and retried once (max_retries 1), no more"
+
+
+def test_a_server_that_streams_unasked_stops_the_run_and_the_rerun_after_the_fix_completes(tmp_path):
+    """Server-sent events for a call that asked for no stream (a proxy forcing stream=true): every answer would
+    be thrown away and bought again up to max_attempts x (max_retries + 1) times, then failed. The run stops at
+    the first one instead, marking nothing failed; once the server answers JSON the advised rerun completes."""
+
+    def streamed(answer: tuple[int, bytes, dict[str, str], str]) -> tuple[int, bytes, dict[str, str], str]:
+        return 200, b"data: " + answer[1] + b"\n\ndata: [DONE]\n\n", {}, "text/event-stream"
+
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        faults = DirectFaults(sim, 10**6, streamed, after_answer=True)
+        with pytest.raises(ServerRefusedError, match="no stream was asked for.*rerun the same command"):
+            make_task(tmp_path, sim.base_url, NUM, max_retries=2, direct_concurrency=4, **DIRECT).run()
+        assert read_records(tmp_path) == [], "no sample may be marked failed by a stop"
+        bought = faults.served
+        assert bought <= 4, "only the calls in flight when the first stream came were bought"
+        faults.left = 0  # the proxy is fixed
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, direct_concurrency=4, **DIRECT).run() is True
+    records = assert_complete(tmp_path, NUM)
+    assert all(r.error is None and r.retry_num == 0 for r in records)
+    assert sum(answer_counts(ledger).values()) == NUM + bought
