@@ -83,6 +83,31 @@ def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
     from 0 to ``MAX_USAGE_TOKENS`` counts as 0 (with one warning), so that it can neither stop the processing of
     the batch nor make its cost negative or absurd.
     """
+    if type(usage) is dict and "cache_read_input_tokens" not in usage and "cache_creation_input_tokens" not in usage:
+        # The usual answer, read at C speed (this runs once per result): plain counts, or None
+        in_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or _NO_DETAILS
+        out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or _NO_DETAILS
+        if type(in_details) is dict and type(out_details) is dict:
+            prompt = (usage["prompt_tokens"] if "prompt_tokens" in usage else usage.get("input_tokens")) or 0
+            output = (usage["completion_tokens"] if "completion_tokens" in usage else usage.get("output_tokens")) or 0
+            cached = in_details.get("cached_tokens") or 0
+            reasoning = out_details.get("reasoning_tokens") or 0
+            if (
+                type(prompt) is int
+                and type(output) is int
+                and type(cached) is int
+                and type(reasoning) is int
+                and 0 <= min(prompt, output, cached, reasoning)
+                and max(prompt, output, cached, reasoning) <= MAX_USAGE_TOKENS
+            ):
+                return prompt, min(prompt, cached), output, reasoning
+    return _checked_usage_tokens(usage)
+
+
+_NO_DETAILS: dict[str, Any] = {}
+
+
+def _checked_usage_tokens(usage: Any) -> tuple[int, int, int, int]:
     if not isinstance(usage, dict):
         if usage:
             _unreadable("usage", usage)
