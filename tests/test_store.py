@@ -61,6 +61,18 @@ def test_read_json_reports_corruption_and_does_not_touch_the_file(tmp_path):
         read_json(tmp_path / "nope.json")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_closing_an_appender_on_a_full_disk_does_not_hide_the_error_that_ended_the_run():
+    """Appended bytes not yet committed are dropped at the next open: a full disk when closing is no error of
+    its own (it used to replace a commit's clear "the disk is full" with a raw OSError traceback)."""
+    appender = JsonlAppender(Path("/dev/full"), 0)  # every write that reaches it fails with ENOSPC
+    appender.append_raw(b'{"buffered": true}\n')
+    with pytest.raises(TaskFileError, match="disk is full"):
+        appender.flush()  # a commit's flush still says so
+    appender.close()
+    appender.close()  # closed once, quietly
+
+
 def test_jsonl_appender_truncates_uncommitted_tail_and_reader_rejects_torn_lines(tmp_path, caplog):
     path = tmp_path / "q.jsonl"
     app = JsonlAppender(path)

@@ -8,6 +8,7 @@ not JSON, is an error naming the file and the byte offset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -100,11 +101,12 @@ class JsonlAppender:
         return self._size
 
     def close(self) -> None:
+        """Close the file. What was appended since the last ``flush`` is not committed (a commit flushes first)
+        and is dropped when the file is opened again, so failing to write it (a full disk) is no error here: it
+        would hide the error that ended the run (say, the commit's own "the disk is full")."""
         if not self._file.closed:
-            try:
-                self._file.flush()
-            finally:
-                self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()  # flushes; the file is closed even when that fails
 
     def __enter__(self) -> JsonlAppender:
         return self
