@@ -8,6 +8,7 @@ caps stay safe. Counting buys nothing and writes nothing: a Ctrl+C in the middle
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -26,12 +27,18 @@ EXACT_COUNT_CONCURRENCY = 8  # calls in flight: count_tokens has its own, modest
 IMPLAUSIBLE_SHARE = 1 / 3
 
 
-def count_exactly(counter: InputTokenCounter, cached_reqs: list[CachedGPTRequest], coster: TokenCoster) -> None:
-    """Set the input tokens (and input costs) of ``cached_reqs`` to the provider's exact counts, in place."""
+def count_exactly(
+    counter: InputTokenCounter,
+    cached_reqs: list[CachedGPTRequest],
+    coster: TokenCoster,
+    stop_check: Callable[[], bool] = lambda: False,
+) -> None:
+    """Set the input tokens (and input costs) of ``cached_reqs`` to the provider's exact counts, in place
+    (``stop_check``: see ``InputTokenCounter.count_input_tokens``)."""
     if not cached_reqs:
         return
     bodies: list[dict[str, Any]] = [orjson.loads(cached.line)["body"] for cached in cached_reqs]
-    result = counter.count_input_tokens(bodies, EXACT_COUNT_CONCURRENCY)
+    result = counter.count_input_tokens(bodies, EXACT_COUNT_CONCURRENCY, stop_check)
     estimated = exact = counted = 0
     failure = result.failure
     for cached, tokens in zip(cached_reqs, result.counts, strict=True):

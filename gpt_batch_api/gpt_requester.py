@@ -455,7 +455,7 @@ class GPTRequester:
                 f"The {backend.name} backend cannot count input tokens: run without --exact_input_tokens."
             )
         with self.interruptible():  # nothing is written while counting: safe to abandon
-            count_exactly(backend, todo, self.coster)
+            count_exactly(backend, todo, self.coster, self.stop_check)
         self._exactly_counted.update(cached.item.id for cached in todo)
 
     # ------------------------------------------------------------------ cutting batches

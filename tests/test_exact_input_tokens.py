@@ -103,7 +103,7 @@ def test_an_implausibly_low_count_keeps_the_estimate(caplog):
     from gpt_batch_api.request import CachedGPTRequest, GPTRequest, GPTRequestInfo, GPTRequestItem
 
     class ZeroCounter:  # the seam's test double: what such a gateway's backend would return
-        def count_input_tokens(self, bodies, concurrency):
+        def count_input_tokens(self, bodies, concurrency, stop_check):
             return TokenCounts(counts=[0, 95])
 
     coster = TokenCoster(1.0, 0.1, 0.5, 5.0, 2.5)

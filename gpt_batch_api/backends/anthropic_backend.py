@@ -15,7 +15,7 @@ import contextlib
 import datetime
 import os
 import tempfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +248,10 @@ class AnthropicBatchBackend:
                 output.discard()
         return DownloadSummary(lines=lines, succeeded=succeeded)
 
-    def count_input_tokens(self, bodies: list[dict[str, Any]], concurrency: int) -> TokenCounts:
-        return count_input_tokens(self._sdk, self.client, bodies, concurrency, self._error)
+    def count_input_tokens(
+        self, bodies: list[dict[str, Any]], concurrency: int, stop_check: Callable[[], bool] = lambda: False
+    ) -> TokenCounts:
+        return count_input_tokens(self._sdk, self.client, bodies, concurrency, self._error, stop_check)
 
     def cancel(self, remote: RemoteBatch) -> None:
         try:

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import APIError, AuthenticationError, QuotaExceededError
+from ..errors import APIError, AuthenticationError, QuotaExceededError, StopRequested
 from .base import TokenCounts
 
 __all__ = ["COUNT_PARAMS", "count_input_tokens"]
@@ -24,18 +24,33 @@ COUNT_PARAMS = frozenset(
 )
 COUNT_TIMEOUT_S = 60.0
 COUNT_RETRIES = 2  # the SDK's own backoff, honouring retry-after
+STOP_POLL_S = 0.05  # how often the counting looks for a Ctrl+C
 
 
 def count_input_tokens(
-    sdk: Any, client: Any, bodies: list[dict[str, Any]], concurrency: int, translate: Callable[[Any, str], APIError]
+    sdk: Any,
+    client: Any,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    translate: Callable[[Any, str], APIError],
+    stop_check: Callable[[], bool] = lambda: False,
 ) -> TokenCounts:
     """See ``InputTokenCounter.count_input_tokens``; ``translate(exc, what)`` turns an SDK error into ours."""
-    return asyncio.run(_count_all(sdk, client, bodies, max(1, concurrency), translate))
+    result = asyncio.run(_count_all(sdk, client, bodies, max(1, concurrency), translate, stop_check))
+    if result is None:
+        raise StopRequested("stop requested by a signal")
+    return result
 
 
 async def _count_all(
-    sdk: Any, client: Any, bodies: list[dict[str, Any]], concurrency: int, translate: Callable[[Any, str], APIError]
-) -> TokenCounts:
+    sdk: Any,
+    client: Any,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    translate: Callable[[Any, str], APIError],
+    stop_check: Callable[[], bool],
+) -> TokenCounts | None:
+    """The counts, or None if ``stop_check()`` turned true first."""
     aclient = sdk.AsyncAnthropic(
         api_key=client.api_key,
         auth_token=getattr(client, "auth_token", None),
@@ -67,10 +82,22 @@ async def _count_all(
         else:
             result.failure = result.failure or f"count input tokens: a malformed answer (input_tokens={tokens!r})"
 
-    try:
+    async def count_every_body() -> None:
         async with asyncio.TaskGroup() as group:
             for index, body in enumerate(bodies):
                 group.create_task(count(index, body))
+
+    counting = asyncio.ensure_future(count_every_body())
+    try:
+        # Ctrl+C is watched for, not only raised where it lands: raised inside a call, the SDK takes it for a
+        # connection error and retries, and the stop would wait for every count.
+        while not counting.done():
+            await asyncio.wait([counting], timeout=STOP_POLL_S)
+            if stop_check() and not counting.done():
+                counting.cancel()
+                await asyncio.wait([counting])
+                return None
+        counting.result()
     except* (AuthenticationError, QuotaExceededError) as errors:
         raise errors.exceptions[0] from None
     finally:

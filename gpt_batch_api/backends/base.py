@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -184,10 +185,13 @@ class InputTokenCounter(Protocol):
     Optional: the engine offers ``exact_input_tokens`` only with backends that implement it.
     """
 
-    def count_input_tokens(self, bodies: list[dict[str, Any]], concurrency: int) -> TokenCounts:
+    def count_input_tokens(
+        self, bodies: list[dict[str, Any]], concurrency: int, stop_check: Callable[[], bool] = lambda: False
+    ) -> TokenCounts:
         """The input tokens of each request body (its Messages params), ``concurrency`` calls at a time.
 
         A body the provider cannot count (refused, rate-limited or unreachable after retries) gets None;
-        a rejected key raises ``AuthenticationError``. Nothing is bought and nothing is written.
+        a rejected key raises ``AuthenticationError``; ``stop_check()`` turning true (Ctrl+C) abandons the
+        counts in flight at once with ``StopRequested``. Nothing is bought and nothing is written.
         """
         ...
