@@ -14,6 +14,7 @@ import time
 
 from .config import SimulatorConfig, add_config_arguments, config_from_args
 from .server import Simulator
+from .tokens import encoding_for
 
 
 def smoke() -> int:
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
         responder = demo_responder
     sim = Simulator(config_from_args(args), port=args.port, responder=responder, state_path=args.state_file)
+    # A real server has its model loaded before it takes calls: load the tokenizer of today's models now, not
+    # during the first calls (each of which would otherwise wait about half a second for it).
+    encoding_for("gpt-4o")
     sim.serve_until_interrupted("Simulator serving at {base_url} (Ctrl+C to stop)")
     return 0
 
