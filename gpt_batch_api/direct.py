@@ -52,6 +52,7 @@ from .direct_transports import (
     DirectTransport,
     MalformedAnswer,
     NoAnswer,
+    PageAnswer,
     SDKTransport,
     StreamedAnswer,
     async_client_like,
@@ -71,6 +72,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 OVERLOAD_STATUS = frozenset({429, 503, 529})  # saturated, said without rate-limit headers (529: Anthropic's)
 ABORT_POLL_S = 0.05  # how often a call that is waiting (backoff, rate-limit pause) looks for a stop
 FSYNC_INTERVAL = 0.2  # journals are fsynced in groups at most this far apart (bounds what a power loss takes)
+PAGES_IN_A_ROW_STOP = 10  # a proxy's passing error page is retried; this many in a row with nothing else stop
 STOP_AT_ONCE_S = 0.8  # after a second Ctrl+C, answers in flight are awaited this long, then abandoned
 
 
@@ -161,6 +163,7 @@ class DirectExecutor:
         self._completed: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._fatal: BaseException | None = None
         self._last_answer = -1.0  # time.monotonic() of the last HTTP answer of any call
+        self._pages_in_a_row = 0  # web pages answered with 200 since the last other answer (see PageAnswer)
         # Owned by the loop thread (the calling thread only reads their sizes):
         self._unsent: collections.deque[tuple[_Journal, str, str, Any]] = collections.deque()
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -449,12 +452,22 @@ class DirectExecutor:
                 raise _Fatal(ServerRefusedError(f"Stopped before marking any request failed: {why}.")) from None
             except MalformedAnswer as exc:  # a 200 whose JSON body was cut or empty (e.g. a proxy dropped it)
                 self._last_answer = time.monotonic()
+                self._pages_in_a_row = self._pages_in_a_row + 1 if isinstance(exc, PageAnswer) else 0
+                if self._pages_in_a_row >= PAGES_IN_A_ROW_STOP:  # a portal or a web UI, not a passing proxy error
+                    why = (
+                        f"the server at {redact(transport.base_url)} answered {self._pages_in_a_row} direct calls to "
+                        f"{path} in a row with a web page, not an API answer (the last: {exc}). Check "
+                        "--client_base_url (the API's base URL, usually ending in /v1, with no login page or portal "
+                        "in between), then rerun the same command"
+                    )
+                    raise _Fatal(ServerRefusedError(f"Stopped before marking any request failed: {why}.")) from None
                 attempt += 1
                 if attempt >= self.max_attempts:
                     return _error_line(custom_id, "malformed_response", f"the answer was not valid JSON: {exc}")
                 delay = self._backoff(attempt)
             else:
                 self._last_answer = time.monotonic()
+                self._pages_in_a_row = 0
                 status, headers, answer_body = answer.status, answer.headers, answer.body
                 if 200 <= status < 300:
                     self.gate.observe(headers, answer_body.get("usage") if isinstance(answer_body, dict) else None)

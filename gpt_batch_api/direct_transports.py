@@ -44,6 +44,7 @@ __all__ = [
     "OpenAIDirectTransport",
     "SDKTransport",
     "StreamedAnswer",
+    "PageAnswer",
     "async_client_like",
     "direct_transport_factory",
 ]
@@ -73,6 +74,11 @@ class MalformedAnswer(ValueError):
 class StreamedAnswer(MalformedAnswer):
     """A success sent as server-sent events although no stream was asked for (a proxy forcing ``stream``):
     every call would get one, so retrying would only buy each answer again."""
+
+
+class PageAnswer(MalformedAnswer):
+    """A success whose body is a web page: a proxy's passing error page, or (when every call gets one) a
+    gateway's login page or a web UI at a wrong base URL, which retrying would only send each request to again."""
 
 
 @runtime_checkable
@@ -110,6 +116,8 @@ def _success_body(content: bytes) -> Any:
     except ValueError as exc:
         if content.lstrip().startswith((b"data:", b"event:")):
             raise StreamedAnswer(f"a stream of server-sent events: {content[:120]!r}") from None
+        if content.lstrip().startswith(b"<"):  # JSON cut short still starts with "{"
+            raise PageAnswer(f"a web page (HTTP 200): {content[:120]!r}") from None
         raise MalformedAnswer(str(exc)) from None
 
 

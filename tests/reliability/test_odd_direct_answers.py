@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gpt_batch_api.direct import PAGES_IN_A_ROW_STOP
 from gpt_batch_api.errors import ServerRefusedError
 from gpt_batch_api.results import BatchResult
 from gpt_batch_api.simulator import Simulator, SimulatorConfig
@@ -219,3 +220,30 @@ def test_a_server_that_streams_unasked_stops_the_run_and_the_rerun_after_the_fix
     records = assert_complete(tmp_path, NUM)
     assert all(r.error is None and r.retry_num == 0 for r in records)
     assert sum(answer_counts(ledger).values()) == NUM + bought
+
+
+def test_a_web_page_answered_with_200_stops_the_run_and_the_rerun_after_the_fix_completes(tmp_path):
+    """A login page or a web UI answering 200 (a gateway's portal, a base URL that is not the API's): each call
+    used to be sent again up to max_attempts x (max_retries + 1) times and then failed. The run stops after
+    PAGES_IN_A_ROW_STOP pages with no other answer (a few passing ones are retried: test_fault_matrix), marking
+    nothing failed and naming --client_base_url; once the API answers, the advised rerun completes."""
+
+    def page(answer: tuple[int, bytes, dict[str, str], str]) -> tuple[int, bytes, dict[str, str], str]:
+        return 200, b"\n<!DOCTYPE html><html><body>Please sign in</body></html>", {}, "text/html"
+
+    ledger = Ledger()
+    with Simulator(SimulatorConfig(), responder=ledger) as sim:
+        faults = DirectFaults(sim, 10**6, page, after_answer=True)
+        with pytest.raises(
+            ServerRefusedError,
+            match="10 direct calls .* in a row with a web page.*Check --client_base_url.*rerun the same command",
+        ):
+            make_task(tmp_path, sim.base_url, NUM, max_retries=2, direct_concurrency=4, **DIRECT).run()
+        assert read_records(tmp_path) == [], "no sample may be marked failed by a stop"
+        sent = faults.served
+        assert sent <= PAGES_IN_A_ROW_STOP + 3, "calls went on after the tenth page in a row"
+        faults.left = 0  # the base URL is fixed
+        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, direct_concurrency=4, **DIRECT).run() is True
+    records = assert_complete(tmp_path, NUM)
+    assert all(r.error is None and r.retry_num == 0 for r in records)
+    assert sum(answer_counts(ledger).values()) == NUM + sent
