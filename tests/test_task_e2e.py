@@ -105,40 +105,45 @@ def test_only_process_does_not_generate(tmp_path, sim):
     assert read_task_state(tmp_path)["committed_samples"] == {}
 
 
+def add_and_cut(gr: GPTRequester, num: int, split_tail: bool) -> list[int]:
+    """Add and commit ``num`` requests, cut the queue into direct batches; the sizes of the direct batches."""
+    for i in range(num):
+        payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]}
+        gr.add_request(GPTRequest({**payload, "max_completion_tokens": 5}))
+    with gr.commit_requests():
+        pass
+    gr.batch_requests(flush=True, split_tail=split_tail)
+    return [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)]
+
+
+def process_all(gr: GPTRequester, recut: bool = False) -> None:
+    """Run and process the direct batches until none is left (``recut``: cutting the rest as a task would)."""
+    deadline = time.monotonic() + 60
+    while gr.S.batches_in(BatchStatus.DIRECT):
+        assert time.monotonic() < deadline, "the direct batches were not processed"
+        gr.run_direct_batches(lambda result: None)
+        gr.wait_direct(0.2)
+        if recut:
+            gr.batch_requests(flush=True, split_tail=True)
+
+
 def test_the_end_of_a_direct_run_is_cut_into_small_batches(tmp_path, sim):
     """Once a direct batch of the session was processed, a remainder that fits in one direct batch is cut into
     batches of direct_concurrency / 4 when the task has generated everything (``split_tail``), so that one slow
     call holds back the processing (and the retries) of 3 other requests, not of the whole remainder."""
     options = {"client_base_url": sim.base_url, "openai_api_key": "sk-test", "force_direct": True}
     with GPTRequester(tmp_path, "t", max_direct_requests=50, direct_concurrency=16, **options) as gr:
-
-        def add_and_cut(num: int, split_tail: bool) -> list[int]:
-            for i in range(num):
-                payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]}
-                gr.add_request(GPTRequest({**payload, "max_completion_tokens": 5}))
-            with gr.commit_requests():
-                pass
-            gr.batch_requests(flush=True, split_tail=split_tail)
-            return [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)]
-
-        def process_all() -> None:
-            deadline = time.monotonic() + 60
-            while gr.S.batches_in(BatchStatus.DIRECT):
-                assert time.monotonic() < deadline, "the direct batches were not processed"
-                gr.run_direct_batches(lambda result: None)
-                gr.wait_direct(0.2)
-
-        assert add_and_cut(30, split_tail=True) == [30]  # nothing processed yet: a refusal must see them all
-        process_all()
-        assert add_and_cut(20, split_tail=False) == [20]  # the task is still generating
-        process_all()
-        assert add_and_cut(20, split_tail=True) == [4, 4, 4, 4, 4]
-        process_all()
-        assert add_and_cut(60, split_tail=True) == [50]  # only what fits in one batch is split ...
-        process_all()  # (the flow had enough to send: the rest waited)
+        assert add_and_cut(gr, 30, split_tail=True) == [30]  # nothing processed yet: a refusal must see them all
+        process_all(gr)
+        assert add_and_cut(gr, 20, split_tail=False) == [20]  # the task is still generating
+        process_all(gr)
+        assert add_and_cut(gr, 20, split_tail=True) == [4, 4, 4, 4, 4]
+        process_all(gr)
+        assert add_and_cut(gr, 60, split_tail=True) == [50]  # only what fits in one batch is split ...
+        process_all(gr)  # (the flow had enough to send: the rest waited)
         gr.batch_requests(flush=True, split_tail=True)
         assert [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)] == [4, 4, 2]  # ... at least 2 each
-        process_all()
+        process_all(gr)
 
 
 def test_with_heavy_tailed_latencies_the_small_batches_start_earlier(tmp_path, sim):
@@ -148,29 +153,11 @@ def test_with_heavy_tailed_latencies_the_small_batches_start_earlier(tmp_path, s
     sim.config.straggler_rate, sim.config.straggler_ms = 0.05, 2000.0  # 10 calls of 2 s among 200
     options = {"client_base_url": sim.base_url, "openai_api_key": "sk-test", "force_direct": True}
     with GPTRequester(tmp_path, "t", max_direct_requests=50, direct_concurrency=16, **options) as gr:
-
-        def add_and_cut(num: int) -> list[int]:
-            for i in range(num):
-                payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]}
-                gr.add_request(GPTRequest({**payload, "max_completion_tokens": 5}))
-            with gr.commit_requests():
-                pass
-            gr.batch_requests(flush=True, split_tail=True)
-            return [b.num_requests for b in gr.S.batches_in(BatchStatus.DIRECT)]
-
-        def process_all() -> None:
-            deadline = time.monotonic() + 60
-            while gr.S.batches_in(BatchStatus.DIRECT):
-                assert time.monotonic() < deadline, "the direct batches were not processed"
-                gr.run_direct_batches(lambda result: None)
-                gr.wait_direct(0.2)
-                gr.batch_requests(flush=True, split_tail=True)
-
-        assert add_and_cut(200)[:1] == [50]  # nothing seen yet: the usual batches
-        process_all()  # 200 calls in 2-7 s, the slowest 2 s: 60 or more answered meanwhile
+        assert add_and_cut(gr, 200, split_tail=True)[:1] == [50]  # nothing seen yet: the usual batches
+        process_all(gr, recut=True)  # 200 calls in 2-7 s, the slowest 2 s: 60 or more answered meanwhile
         assert gr.direct_runner.tail_horizon() >= 60
-        assert add_and_cut(60) == [4] * 8  # the flow's lookahead: the rest is cut as it is sent
-        process_all()
+        assert add_and_cut(gr, 60, split_tail=True) == [4] * 8  # the flow's lookahead: the rest is cut as it is sent
+        process_all(gr, recut=True)
 
 
 def test_a_pass_failure_stop_names_the_task_rejections_it_never_logged(tmp_path):
