@@ -80,7 +80,7 @@ class ChatCompletionsEndpoint(Endpoint):
                     result.warnings.append(warning("FinishLength", f"{where}: output cut at max tokens"))
             if cls is None:
                 continue
-            value, error = (None, None) if result.errors else parse_model(cls, message.get("content"))
+            value, error = (None, None) if result.errors else parse_model(cls, message_text(message.get("content")))
             if error is not None:
                 result.errors.append(error)
             parsed.append(value)
@@ -93,6 +93,7 @@ class ChatCompletionsEndpoint(Endpoint):
         from openai.types.chat import ChatCompletion, ParsedChatCompletion
 
         cls: Any = ChatCompletion if parsed is None else ParsedChatCompletion[Any]
+        body = _with_text_contents(body)
         try:
             completion = cls.model_validate(body)
         except pydantic.ValidationError:
@@ -104,3 +105,38 @@ class ChatCompletionsEndpoint(Endpoint):
         for choice, value in zip(completion.choices, parsed, strict=False):
             choice.message.parsed = value
         return completion
+
+
+def message_text(content: Any) -> str | None:
+    """A message's text: its content, or the text parts of a content sent as a list of parts (servers such as
+    Mistral's and gateways in front of them send ``[{"type": "thinking", ...}, {"type": "text", "text": ...}]``)."""
+    if isinstance(content, str) or content is None:
+        return content
+    if not isinstance(content, list):
+        return None
+    texts: list[str] = []
+    for part in content:
+        text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else part
+        if isinstance(text, str):
+            texts.append(text)
+    return "".join(texts) if texts else None
+
+
+def _with_text_contents(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with each message content that is a list of parts given as its text (the SDK's type is a string,
+    which is what a task reads); the body itself is not changed."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not any(
+        isinstance(choice, dict)
+        and isinstance(choice.get("message"), dict)
+        and isinstance(choice["message"].get("content"), list)
+        for choice in choices
+    ):
+        return body
+    copied = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            choice = {**choice, "message": {**message, "content": message_text(message["content"])}}
+        copied.append(choice)
+    return {**body, "choices": copied}

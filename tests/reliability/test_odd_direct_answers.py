@@ -41,15 +41,18 @@ def changed_body(change: Any) -> Any:
     return fault
 
 
-def run_twice(tmp_path: Path, fault: Any, count: int = FAULTY) -> tuple[dict[str, int], dict[str, Any]]:
+def run_twice(
+    tmp_path: Path, fault: Any, count: int = FAULTY, task_cls: type[NumbersTask] = NumbersTask
+) -> tuple[dict[str, int], dict[str, Any]]:
     """Run the task with ``fault`` on the first ``count`` chat answers, then again (it must load and have nothing
     left to do); the answers the server produced per sample, and the requester's totals."""
     ledger = Ledger()
     with Simulator(SimulatorConfig(), responder=ledger) as sim:
         faults = DirectFaults(sim, count, fault, after_answer=True)
-        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, **DIRECT).run() is True
+        base = {"wandb": False, "progress": False, "client_base_url": sim.base_url, "openai_api_key": "sk-test"}
+        assert task_cls(str(tmp_path), NUM, max_retries=2, **base, **DIRECT).run() is True
         assert faults.served == count
-        assert make_task(tmp_path, sim.base_url, NUM, max_retries=2, **DIRECT).run() is True
+        assert task_cls(str(tmp_path), NUM, max_retries=2, **base, **DIRECT).run() is True
     records = assert_complete(tmp_path, NUM)
     assert all(r.error is None for r in records), [r.error for r in records if r.error]
     totals = json.loads((tmp_path / "numbers_state.json").read_text())["totals"]
@@ -73,6 +76,28 @@ def test_a_200_in_another_shape_than_a_chat_completion_is_asked_again_not_a_cras
     counts, _ = run_twice(tmp_path, changed_body(change))
     # The changed answers could not be read: each of those samples is asked once more, the others once.
     assert sorted(counts.values()) == [1] * (NUM - FAULTY) + [2] * FAULTY
+
+
+def content_as_parts(body: dict[str, Any]) -> None:
+    message = body["choices"][0]["message"]
+    text = message["content"]
+    message["content"] = [{"type": "thinking", "thinking": [{"type": "text", "text": "{not the answer"}]},
+                          {"type": "text", "text": text[:3]}, {"type": "text", "text": text[3:]}]  # fmt: skip
+
+
+def test_a_content_sent_as_a_list_of_parts_is_read_as_its_text_not_bought_again(tmp_path):
+    """Mistral's API and gateways in front of it send a message's content as parts (thinking, then text): the
+    structured answer is in the text parts, and the task reads that text as the SDK's string content."""
+    seen = []
+
+    class Reading(NumbersTask):
+        def process_batch_result(self, result: BatchResult) -> bool:
+            seen.extend(info.resp_info.payload.choices[0].message.content for info in result.infos.values())
+            return super().process_batch_result(result)
+
+    counts, _ = run_twice(tmp_path, changed_body(content_as_parts), task_cls=Reading)
+    assert set(counts.values()) == {1}, "an answer in parts is still the answer: bought once"
+    assert len(seen) == NUM and all(isinstance(text, str) and json.loads(text) for text in seen), seen
 
 
 def set_usage(*path: str, value: Any) -> Any:
