@@ -107,6 +107,16 @@ def parse_model(cls: type[pydantic.BaseModel], text: str | None) -> tuple[Any, E
         return None, retryable("ParseError", f"the response does not match {cls.__name__}: {exc.errors()[:2]}")
 
 
+def sdk_object(cls: Any, body: dict[str, Any]) -> Any:
+    """``body`` as the SDK's type ``cls``: validated, or (for a compatible server's answer the SDK's types refuse,
+    e.g. an unknown status or a missing id) built without validation, as the SDK itself builds what it receives.
+    Task code reads this object: a ValidationError there would stop the task on an answer that was paid for."""
+    try:
+        return cls.model_validate(body)
+    except pydantic.ValidationError:
+        return cls.construct(**body)
+
+
 class Endpoint(abc.ABC):
     """One API endpoint: body preparation, response reading, and SDK objects."""
 

@@ -15,6 +15,7 @@ from .base import (
     resolve_class,
     response_format_for,
     retryable,
+    sdk_object,
     warning,
 )
 
@@ -94,12 +95,7 @@ class ChatCompletionsEndpoint(Endpoint):
 
         cls: Any = ChatCompletion if parsed is None else ParsedChatCompletion[Any]
         body = _with_text_contents(body)
-        try:
-            completion = cls.model_validate(body)
-        except pydantic.ValidationError:
-            # A compatible server's answer the SDK's types refuse (finish_reason "abort" or null, no id): built
-            # without validation, as the SDK itself builds the answers it receives
-            completion = cls.construct(**body)
+        completion = sdk_object(cls, body)  # (finish_reason "abort" or null, no id: see sdk_object)
         if parsed is None:
             return completion
         for choice, value in zip(completion.choices, parsed, strict=False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Endpoint, ParsedBody, ParseSpec, retryable
+from .base import Endpoint, ParsedBody, ParseSpec, retryable, sdk_object
 
 if TYPE_CHECKING:
     from ..tokens import InputTokens, TokenEstimator
@@ -38,4 +38,4 @@ class EmbeddingsEndpoint(Endpoint):
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
         from openai.types import CreateEmbeddingResponse  # imported on first use: openai takes ~1 s to import
 
-        return CreateEmbeddingResponse.model_validate(body)
+        return sdk_object(CreateEmbeddingResponse, body)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from .base import Endpoint, ParsedBody, ParseSpec, class_spec, resolve_class, retryable, warning
+from .base import Endpoint, ParsedBody, ParseSpec, class_spec, resolve_class, retryable, sdk_object, warning
 
 if TYPE_CHECKING:
     from ..tokens import InputTokens, TokenEstimator
@@ -139,4 +139,4 @@ class MessagesEndpoint(Endpoint):
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
         from ..backends.anthropic_backend import import_anthropic
 
-        return import_anthropic().types.Message.model_validate(body)
+        return sdk_object(import_anthropic().types.Message, body)

@@ -15,6 +15,7 @@ from .base import (
     resolve_class,
     response_format_for,
     retryable,
+    sdk_object,
     warning,
 )
 
@@ -74,4 +75,4 @@ class ResponsesEndpoint(Endpoint):
     def to_sdk_object(self, body: dict[str, Any], parsed: list[Any] | None) -> Any:
         from openai.types.responses import Response  # imported on first use: openai takes ~1 s to import
 
-        return Response.model_validate(body)
+        return sdk_object(Response, body)
