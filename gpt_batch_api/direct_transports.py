@@ -42,9 +42,9 @@ __all__ = [
     "MalformedAnswer",
     "NoAnswer",
     "OpenAIDirectTransport",
+    "PageAnswer",
     "SDKTransport",
     "StreamedAnswer",
-    "PageAnswer",
     "async_client_like",
     "direct_transport_factory",
 ]
