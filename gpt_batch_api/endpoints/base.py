@@ -6,6 +6,7 @@ import abc
 import dataclasses
 import functools
 import importlib
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -98,12 +99,22 @@ def resolve_class(spec: ParseSpec) -> type[pydantic.BaseModel]:
     )
 
 
+# A whole answer in one Markdown code block, as local models that do not enforce response_format write it
+_CODE_BLOCK = re.compile(r"\A\s*```[\w-]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
+
+
 def parse_model(cls: type[pydantic.BaseModel], text: str | None) -> tuple[Any, ErrorInfo | None]:
     if text is None:
         return None, retryable("NoContent", "the response has no content to parse")
     try:
         return cls.model_validate_json(text), None
     except pydantic.ValidationError as exc:
+        block = _CODE_BLOCK.match(text) if "```" in text else None
+        if block is not None:  # the same JSON, in a code block: asking again would buy the same answer
+            try:
+                return cls.model_validate_json(block.group(1)), None
+            except pydantic.ValidationError:
+                pass
         return None, retryable("ParseError", f"the response does not match {cls.__name__}: {exc.errors()[:2]}")
 
 

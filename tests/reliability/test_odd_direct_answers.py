@@ -100,6 +100,18 @@ def test_a_content_sent_as_a_list_of_parts_is_read_as_its_text_not_bought_again(
     assert len(seen) == NUM and all(isinstance(text, str) and json.loads(text) for text in seen), seen
 
 
+def in_a_code_block(body: dict[str, Any]) -> None:
+    message = body["choices"][0]["message"]
+    message["content"] = "```json\n" + message["content"] + "\n```\n"
+
+
+def test_structured_output_in_a_markdown_code_block_is_read_not_bought_again(tmp_path):
+    """Local models that do not enforce response_format (Ollama, llama.cpp without a grammar) often wrap the JSON
+    in a code block: the same answer would come again on each retry, and the sample would fail."""
+    counts, _ = run_twice(tmp_path, changed_body(in_a_code_block))
+    assert set(counts.values()) == {1}, "an answer in a code block is still the answer: bought once"
+
+
 def set_usage(*path: str, value: Any) -> Any:
     def change(body: dict[str, Any]) -> None:
         target = body
