@@ -9,11 +9,18 @@ batch's info line) out of the bytes, decoding only the small head: no payload is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .store import fastjson
 
-__all__ = ["REQUIRED_HEAD_KEYS", "QueueRecord", "encode_queue_record", "parse_queue_record", "queue_record_bytes"]
+__all__ = [
+    "REQUIRED_HEAD_KEYS",
+    "QueueRecord",
+    "QueueRecordFields",
+    "encode_queue_record",
+    "parse_queue_record",
+    "queue_record_bytes",
+]
 
 _LINE_KEY = b',"line":'
 # The keys of every head (``n`` may be absent in older files): written by encode_queue_record, read by
@@ -51,32 +58,34 @@ class QueueRecord:
         return self.cost_direct if direct else self.cost_batch
 
 
-def encode_queue_record(
-    line: bytes,
-    *,
-    req_id: int,
-    retry_num: int,
-    tokens_input: int,
-    tokens_output: int,
-    cost_batch: float,
-    cost_direct: float,
-    parse: dict[str, str] | None,
-    num_outputs: int,
-    meta: Any,
-) -> bytes:
+class QueueRecordFields(TypedDict):
+    """What a caller says about a request it queues (``encode_queue_record``, ``RequestQueue.record``)."""
+
+    req_id: int
+    retry_num: int
+    tokens_input: int
+    tokens_output: int
+    cost_batch: float
+    cost_direct: float
+    parse: dict[str, str] | None
+    num_outputs: int
+    meta: Any
+
+
+def encode_queue_record(line: bytes, **fields: Unpack[QueueRecordFields]) -> bytes:
     """The queue line of one request (its batch ``line``, without the newline): the inverse of
     ``parse_queue_record``."""
     head = {
-        "id": req_id,
-        "retry_num": retry_num,
-        "ti": tokens_input,
-        "to": tokens_output,
-        "cb": cost_batch,
-        "cd": cost_direct,
+        "id": fields["req_id"],
+        "retry_num": fields["retry_num"],
+        "ti": fields["tokens_input"],
+        "to": fields["tokens_output"],
+        "cb": fields["cost_batch"],
+        "cd": fields["cost_direct"],
         "size": len(line) + 1,
-        "parse": parse,
-        "n": num_outputs,
-        "meta": meta,
+        "parse": fields["parse"],
+        "n": fields["num_outputs"],
+        "meta": fields["meta"],
     }
     return queue_record_bytes(head, line)
 

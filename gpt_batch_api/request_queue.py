@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 from .errors import TaskFileError
 from .limits import Amounts, Limits
-from .queue_records import QueueRecord, encode_queue_record, parse_queue_record
+from .queue_records import QueueRecord, QueueRecordFields, encode_queue_record, parse_queue_record
 from .requester_state import QueueState
 from .store.jsonl import corrupt_line_error
 from .store.task_store import Appender, TaskStore
@@ -70,38 +70,22 @@ class RequestQueue:
 
     # ------------------------------------------------------------------ appending
 
-    def record(
-        self,
-        line: bytes,
-        *,
-        req_id: int,
-        retry_num: int,
-        tokens_input: int,
-        tokens_output: int,
-        cost_batch: float,
-        cost_direct: float,
-        parse: dict[str, str] | None,
-        num_outputs: int,
-        meta: Any,
-    ) -> bytes:
+    def record(self, line: bytes, **fields: Unpack[QueueRecordFields]) -> bytes:
         """The queue record of one request (its batch ``line`` without the newline), counted in the queue's
         totals; the caller appends it. New requests and retries both go through here."""
         queue = self._state()
         queue.num_requests += 1
-        queue.tokens_input += tokens_input
-        queue.cost += cost_batch
+        queue.tokens_input += fields["tokens_input"]
+        queue.cost += fields["cost_batch"]
         queue.size += len(line) + 1
-        return encode_queue_record(
-            line, req_id=req_id, retry_num=retry_num, tokens_input=tokens_input, tokens_output=tokens_output,
-            cost_batch=cost_batch, cost_direct=cost_direct, parse=parse, num_outputs=num_outputs, meta=meta,
-        )  # fmt: skip
+        return encode_queue_record(line, **fields)
 
     def append(self, records: list[bytes]) -> None:
         """Append records made by ``record``; they are committed with the next commit."""
         assert self._appender is not None
         self._appender.append_raw(b"".join(records))
 
-    def enqueue(self, line: bytes, **fields: Any) -> None:
+    def enqueue(self, line: bytes, **fields: Unpack[QueueRecordFields]) -> None:
         """Append one request (a retry), committed with the caller's next commit."""
         self.append([self.record(line, **fields)])
 
