@@ -318,13 +318,13 @@ def test_the_answer_is_computed_during_the_latency_not_after_it():
         answered_at.append(time.monotonic())
         return "ok"
 
-    with Simulator(SimulatorConfig(latency_ms=300), responder=responder) as sim:
+    with Simulator(SimulatorConfig(latency_ms=1000), responder=responder) as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
         started = time.monotonic()
         assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices[0].message.content
         took = time.monotonic() - started
-    assert took >= 0.3
-    assert answered_at[0] - started < 0.2, "the answer was computed after the latency had passed"
+    assert took >= 1.0
+    assert answered_at[0] - started < 0.7, "the answer was computed after the latency had passed"
 
 
 def test_responder_supplies_content():
