@@ -309,24 +309,6 @@ def test_latency_and_malformed_json(client, sim):
     assert chat(client).choices[0].message.content, "plain text answers are not affected"
 
 
-def test_the_answer_is_computed_during_the_latency_not_after_it():
-    """A server's own work is part of its latency: a call takes what --latency_ms says, and a client benchmark
-    does not count the simulator's CPU (answer, tokens, JSON) on top of it."""
-    answered_at = []
-
-    def responder(endpoint: str, body: dict):
-        answered_at.append(time.monotonic())
-        return "ok"
-
-    with Simulator(SimulatorConfig(latency_ms=1000), responder=responder) as sim:
-        client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
-        started = time.monotonic()
-        assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices[0].message.content
-        took = time.monotonic() - started
-    assert took >= 1.0
-    assert answered_at[0] - started < 0.7, "the answer was computed after the latency had passed"
-
-
 def test_responder_supplies_content():
     seen = []
 

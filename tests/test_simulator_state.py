@@ -67,7 +67,7 @@ def test_every_simulator_option_says_what_it_means_and_its_unit(capsys):
         pass
     out = " ".join(capsys.readouterr().out.split())
     assert "seconds a new batch stays 'validating' (default: 1.0)" in out
-    assert "milliseconds every direct call takes" in out and "--state_file" in out
+    assert "milliseconds added to every direct call" in out and "--state_file" in out
 
 
 def test_a_save_cut_short_by_a_kill_leaves_no_temp_file_behind(tmp_path):

@@ -28,7 +28,7 @@ class SimulatorConfig:
     in_progress_s: float = 5.0
     finalizing_s: float = 1.0
     # Direct endpoints
-    latency_ms: float = 0.0  # every direct call takes this long (chat, responses, embeddings), the answer included
+    latency_ms: float = 0.0  # added to every direct call (chat, responses, embeddings)
     latency_jitter_ms: float = 0.0  # plus uniform(0, this) per call
     straggler_rate: float = 0.0  # fraction of direct calls that take straggler_ms longer (a heavy tail)
     straggler_ms: float = 0.0
@@ -90,7 +90,7 @@ FIELD_HELP = {
     "validating_s": "seconds a new batch stays 'validating'",
     "in_progress_s": "seconds a batch stays 'in_progress' (its completed count grows over this time)",
     "finalizing_s": "seconds a batch stays 'finalizing' (or 'cancelling') before its files are ready",
-    "latency_ms": "milliseconds every direct call takes (chat, responses, embeddings), its answer's work included",
+    "latency_ms": "milliseconds added to every direct call (chat, responses, embeddings)",
     "latency_jitter_ms": "milliseconds of uniform random latency added to each direct call, from 0 to this",
     "straggler_rate": "fraction of direct calls (0 to 1) that take --straggler_ms longer, a heavy tail (exactly "
     "this fraction of each 100 calls, at random places)",

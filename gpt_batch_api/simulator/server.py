@@ -315,21 +315,16 @@ class Simulator:
         config = self.config
         if config.max_concurrent_calls and others >= config.max_concurrent_calls:
             raise ApiError(503, "The server is overloaded; try again later.", type_="server_error", code="overloaded")
-        arrived = time.monotonic()
         self._inject_faults()
         latency = self._latency_s(others)
+        if latency:
+            time.sleep(latency)
         body = _json_body(raw)
         malformed = False
         if config.malformed_json_rate > 0:
             with self.lock:
                 malformed = self._random() < config.malformed_json_rate
         answer, prompt_tokens = self.answerer.answer(endpoint, body, malformed)
-        encoded = json.dumps(answer).encode()
-        # The answer is computed during the latency, as a server's work is part of its latency: a call then
-        # takes what the flags say, and a client benchmark does not measure this server's own CPU on top.
-        remaining = latency - (time.monotonic() - arrived)
-        if remaining > 0:
-            time.sleep(remaining)
         requested = prompt_tokens
         for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
             if isinstance(body.get(key), int):
@@ -338,7 +333,7 @@ class Simulator:
         headers = self.limiter.admit(config.rpm, config.tpm, requested)
         if not config.ratelimit_headers:
             headers = {}
-        return 200, encoded, headers, "application/json"
+        return 200, json.dumps(answer).encode(), headers, "application/json"
 
     def _route(
         self, method: str, path: str, query_text: str, headers: Any, raw: bytes
